@@ -1,0 +1,1 @@
+//! Builds the five seams from configuration.

@@ -1,0 +1,24 @@
+//! Everything the roles share: domain types, configuration, the five backend seams
+//! (queue, event bus, token pool, store, blob store) with their embedded and distributed
+//! implementations, and the Grok upstream client.
+//!
+//! Handlers in the role crates only ever see the traits defined here, never an AMQP,
+//! Redis, SQL or S3 type.
+
+pub mod backends;
+pub mod blob;
+pub mod bus;
+pub mod config;
+pub mod crypto;
+pub mod event;
+pub mod job;
+pub mod models;
+pub mod pool;
+pub mod queue;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+pub mod upstream;
+
+pub use secret::Secret;

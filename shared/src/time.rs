@@ -1,0 +1,17 @@
+//! Wall-clock helpers. Durations that must agree across machines (lease expiry, cooldowns)
+//! are computed by the backend that holds them (Redis `TIME`), not from these.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> i64 {
+    now_ms() / 1000
+}
