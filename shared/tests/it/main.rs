@@ -1,0 +1,9 @@
+//! Integration tests of the shared crate against real backends (RabbitMQ, Redis,
+//! PostgreSQL) and the simulator. One binary, one module per seam.
+
+mod bus_conformance;
+mod common;
+mod pool_conformance;
+mod queue_conformance;
+mod store_conformance;
+mod upstream_sim;
