@@ -1,1 +1,222 @@
-fn main() {}
+//! `grok2api`: one binary for every role. `serve` runs them all in one process on embedded
+//! backends; `gateway`, `worker` and `scheduler` run one role each on shared backends.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use shared::backends::Backends;
+use shared::config::Config;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "grok2api", version, about = "A pool of Grok web accounts served as an OpenAI-compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Config file (default: $DATA_DIR/config.toml when it exists).
+    #[arg(long, short, global = true, env = "GROK2API_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run gateway, worker and scheduler in one process. With no backend URLs configured it
+    /// needs no server at all: in-process queue, bus and pool, SQLite under ./data.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// Listen port (overrides server.port).
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Run the HTTP gateway only (needs backend.queue_url, backend.redis_url and a shared
+    /// database).
+    Gateway {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Run a job worker only: consumes jobs, leases accounts, calls Grok.
+    Worker {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the periodic upkeep only.
+    Scheduler {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Run the Grok upstream simulator (for tests, benchmarks and trying things out).
+    Sim {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8300)]
+        port: u16,
+        /// Delay before the first answer frame, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        ttft_ms: u64,
+        /// Delay between answer frames, in milliseconds.
+        #[arg(long, default_value_t = 0)]
+        frame_delay_ms: u64,
+        /// Retry-After of the simulated 429s, in seconds.
+        #[arg(long, default_value_t = 60)]
+        rate_limit_window_secs: u64,
+    },
+    /// Print a fresh key for security.token_key.
+    Keygen,
+    /// Print the effective configuration (secrets redacted), or the commented defaults.
+    Config {
+        #[command(flatten)]
+        common: Common,
+        /// Print the commented defaults instead.
+        #[arg(long)]
+        defaults: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli.command))
+}
+
+fn load(common: &Common, port: Option<u16>) -> anyhow::Result<Arc<Config>> {
+    let mut config = Config::load(common.config.as_deref())?;
+    if let Some(p) = port {
+        config.server.port = p;
+    }
+    shared::telemetry::init(&config.log);
+    Ok(Arc::new(config))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { common, port } => serve(load(&common, port)?).await,
+        Command::Gateway { common, port } => {
+            let config = distributed(load(&common, port)?, "gateway")?;
+            let backends = Backends::connect(&config).await?;
+            let shutdown = shutdown_signal();
+            run_gateway(config, backends, shutdown).await
+        }
+        Command::Worker { common } => {
+            let config = distributed(load(&common, None)?, "worker")?;
+            let backends = Backends::connect(&config).await?;
+            let worker = worker::Worker::new(config, backends)?;
+            worker.run(shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Scheduler { common } => {
+            let config = distributed(load(&common, None)?, "scheduler")?;
+            let backends = Backends::connect(&config).await?;
+            scheduler::run(backends, shutdown_signal()).await;
+            Ok(())
+        }
+        Command::Migrate { common } => {
+            let config = load(&common, None)?;
+            let cipher = shared::backends::token_cipher(&config)?;
+            let store = shared::store::connect(&config.database_url(), cipher).await?;
+            store.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Sim { host, port, ttft_ms, frame_delay_ms, rate_limit_window_secs } => {
+            shared::telemetry::init(&Config::defaults().log);
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("binding {host}:{port}"))?;
+            let config = sim::SimConfig { ttft_ms, frame_delay_ms, rate_limit_window_secs, ..Default::default() };
+            tracing::info!(addr = %listener.local_addr()?, "simulator listening");
+            let shutdown = shutdown_signal();
+            tokio::select! {
+                r = sim::serve(config, listener) => r.context("simulator"),
+                _ = shutdown.cancelled() => Ok(()),
+            }
+        }
+        Command::Keygen => {
+            println!("{}", shared::crypto::generate_key());
+            Ok(())
+        }
+        Command::Config { common, defaults } => {
+            if defaults {
+                print!("{}", shared::config::DEFAULTS_TOML);
+            } else {
+                let config = Config::load(common.config.as_deref())?;
+                print!("{}", toml::to_string_pretty(&config)?);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Single-role commands share state through the distributed backends only.
+fn distributed(config: Arc<Config>, role: &str) -> anyhow::Result<Arc<Config>> {
+    if !Backends::is_distributed(&config) {
+        bail!("`grok2api {role}` needs backend.queue_url and backend.redis_url (use `grok2api serve` to run everything in one process)");
+    }
+    Ok(config)
+}
+
+async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
+    let backends = Backends::connect(&config).await?;
+    backends.store.migrate().await.context("applying migrations")?;
+    let shutdown = shutdown_signal();
+    let worker = worker::Worker::new(config.clone(), backends.clone())?;
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let scheduler_task = tokio::spawn(scheduler::run(backends.clone(), shutdown.clone()));
+    let served = run_gateway(config, backends, shutdown).await;
+    let _ = worker_task.await;
+    let _ = scheduler_task.await;
+    served
+}
+
+async fn run_gateway(config: Arc<Config>, backends: Backends, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let admin_key = gateway::auth::resolve_admin_key(&config.app.app_key, backends.store.as_ref()).await?;
+    if let Err(e) = scheduler::sync_pool_from_store(&backends).await {
+        tracing::warn!(error = %e, "initial pool sync failed; the scheduler retries");
+    }
+    if config.app.api_keys().is_empty() && !config.app.open_api {
+        tracing::warn!("no app.api_key is set and app.open_api is false: the client API refuses every request");
+    }
+    let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port).parse().context("server.host/server.port")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let state = gateway::AppState::new(config, backends, admin_key, shutdown);
+    gateway::serve(state, listener).await.context("gateway")
+}
+
+/// A token cancelled on SIGINT or SIGTERM.
+fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term => {}
+        }
+        tracing::info!("shutting down");
+        t.cancel();
+    });
+    token
+}

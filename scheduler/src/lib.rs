@@ -1,1 +1,62 @@
-//! scheduler role
+//! The scheduler role: periodic upkeep.
+//!
+//! Today it keeps the live token pool in step with the store, so a pool that lost its state
+//! (a restarted Redis) gets its accounts back within one interval. The sync is idempotent,
+//! so replicas running it at once do no harm.
+
+use std::time::Duration;
+
+use shared::backends::Backends;
+use shared::models::Tier;
+use shared::pool::PoolToken;
+use tokio_util::sync::CancellationToken;
+
+/// How often the pool is re-synced from the store.
+pub const POOL_SYNC_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The tier of the accounts in a named pool; other pool names are stored but never served.
+pub fn pool_tier(pool: &str) -> Option<Tier> {
+    match pool {
+        "ssoBasic" => Some(Tier::Basic),
+        "ssoSuper" => Some(Tier::Super),
+        "ssoHeavy" => Some(Tier::Heavy),
+        _ => None,
+    }
+}
+
+/// Loads every stored token into the live pool.
+pub async fn sync_pool_from_store(backends: &Backends) -> anyhow::Result<usize> {
+    let records = backends.store.list_tokens().await?;
+    let tokens: Vec<PoolToken> = records
+        .iter()
+        .filter_map(|r| {
+            Some(PoolToken {
+                id: r.id.clone(),
+                pool: r.pool.clone(),
+                tier: pool_tier(&r.pool)?,
+                sealed: backends.cipher.seal(&r.id, r.token.expose()),
+                status: r.status,
+                quota: r.quota,
+            })
+        })
+        .collect();
+    let count = tokens.len();
+    backends.pool.sync(tokens).await?;
+    Ok(count)
+}
+
+pub async fn run(backends: Backends, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(POOL_SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match sync_pool_from_store(&backends).await {
+                    Ok(n) => tracing::debug!(tokens = n, "pool synced from store"),
+                    Err(e) => tracing::warn!(error = %e, "pool sync failed"),
+                }
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+}

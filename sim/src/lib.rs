@@ -1,1 +1,163 @@
-//! simulator
+//! A strict simulator of the Grok web upstream, with fault modes.
+//!
+//! It speaks the current upstream protocol: the session lookup, chat over the WebSocket
+//! gateway (`/ws/mgw/`), the REST `conversations/new` NDJSON stream guarded by
+//! `x-statsig-id`, per-mode rate limits, and the anti-bot and blocked-account refusals.
+//! Answers are deterministic ([`answer_for`]), so tests can check every byte a client
+//! reassembles. Fault modes are chosen per account token or per request (see [`FAULT_HEADER`]).
+//!
+//! Test-only endpoints: `POST /sim/sign` (stand-in for the external statsig signer),
+//! `GET /sim/stats` and `POST /sim/reset`.
+
+mod account;
+mod answer;
+mod faults;
+mod rest;
+mod script;
+mod stats;
+mod statsig;
+mod ws_gateway;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use account::user_id_for;
+pub use answer::{MAX_WORDS, SimAnswer, answer_for};
+pub use faults::FAULT_HEADER;
+pub use stats::{SimStats, TokenStats};
+pub use statsig::{SIGNED_LEN, SITE_VERIFICATION};
+
+/// The chat modes the upstream accepts (`modeId`, `session.model`, `modelName`).
+pub(crate) const MODES: [&str; 4] = ["fast", "auto", "expert", "heavy"];
+
+/// Timing of the simulated upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Delay before the first answer frame.
+    pub ttft_ms: u64,
+    /// Delay between answer frames.
+    pub frame_delay_ms: u64,
+    /// `Retry-After` and window of the `429` fault.
+    pub rate_limit_window_secs: u64,
+    /// Delay between answer frames under the `slow` fault.
+    pub slow_frame_delay_ms: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            ttft_ms: 0,
+            frame_delay_ms: 0,
+            rate_limit_window_secs: 60,
+            slow_frame_delay_ms: 200,
+        }
+    }
+}
+
+/// What every handler shares.
+pub(crate) struct SimState {
+    pub(crate) config: SimConfig,
+    pub(crate) stats: Arc<stats::StatsRegistry>,
+    /// Cancelled when the simulator stops, so long-lived streams (stalls) end with it.
+    pub(crate) shutdown: CancellationToken,
+}
+
+impl SimState {
+    fn new(config: SimConfig) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            stats: Arc::default(),
+            shutdown: CancellationToken::new(),
+        })
+    }
+}
+
+/// A running simulator on a random local port; it stops when the handle is dropped.
+pub struct SimHandle {
+    /// The address the simulator listens on.
+    pub addr: SocketAddr,
+    state: Arc<SimState>,
+    server: JoinHandle<()>,
+}
+
+impl SimHandle {
+    /// `http://127.0.0.1:PORT`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `ws://127.0.0.1:PORT`
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// The same data as `GET /sim/stats`, read in-process.
+    pub async fn stats(&self) -> SimStats {
+        self.state.stats.snapshot()
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        self.state.shutdown.cancel();
+        self.server.abort();
+    }
+}
+
+/// Binds 127.0.0.1:0 and serves in a background task until the handle is dropped.
+pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    let state = SimState::new(config);
+    let app = router(Arc::clone(&state));
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::warn!(%error, "simulator stopped serving");
+        }
+    });
+    Ok(SimHandle {
+        addr,
+        state,
+        server,
+    })
+}
+
+/// Serves on an existing listener until the future is dropped.
+pub async fn serve(config: SimConfig, listener: TcpListener) -> std::io::Result<()> {
+    let state = SimState::new(config);
+    // Dropping this future ends the streams still running in their own tasks.
+    let _stop_streams = state.shutdown.clone().drop_guard();
+    axum::serve(listener, router(state)).await
+}
+
+fn router(state: Arc<SimState>) -> Router {
+    Router::new()
+        .route("/api/auth/session", get(account::session))
+        .route("/ws/mgw/", get(ws_gateway::upgrade))
+        .route(
+            "/rest/app-chat/conversations/new",
+            post(rest::conversations_new),
+        )
+        .route("/rest/rate-limits", post(account::rate_limits))
+        .route("/index", get(statsig::index_page))
+        .route("/sim/sign", post(statsig::sign))
+        .route("/sim/stats", get(sim_stats))
+        .route("/sim/reset", post(sim_reset))
+        .with_state(state)
+}
+
+async fn sim_stats(State(state): State<Arc<SimState>>) -> axum::Json<SimStats> {
+    axum::Json(state.stats.snapshot())
+}
+
+async fn sim_reset(State(state): State<Arc<SimState>>) -> axum::http::StatusCode {
+    state.stats.reset();
+    axum::http::StatusCode::NO_CONTENT
+}

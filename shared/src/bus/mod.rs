@@ -14,6 +14,9 @@
 //! - `cancel` sets the job's cancel flag (with the same retention); workers poll
 //!   `is_cancelled` and stop the upstream call.
 
+pub mod memory;
+pub mod redis;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use uuid::Uuid;

@@ -15,6 +15,9 @@
 //! - `sync` makes the pool hold exactly the given tokens; runtime state (in flight, cooling,
 //!   counters) of tokens that stay is kept, unless the record changes their status.
 
+pub mod memory;
+pub mod redis;
+
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -177,4 +180,11 @@ pub trait TokenPool: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<TokenState>, PoolError>;
 
     async fn ping(&self) -> Result<(), PoolError>;
+}
+
+/// A duration in whole milliseconds, capped at ten years: an absurd `Retry-After` must not
+/// overflow a timestamp (or lose precision in Redis' Lua numbers).
+pub(crate) fn duration_ms(d: Duration) -> i64 {
+    const TEN_YEARS_MS: u128 = 10 * 365 * 24 * 3600 * 1000;
+    d.as_millis().min(TEN_YEARS_MS) as i64
 }

@@ -16,6 +16,9 @@
 //! - After `delivery_limit` deliveries a job goes to the dead-letter queue instead of being
 //!   redelivered; [`JobQueue::consume_dead`] yields those so their callers can be told.
 
+pub mod memory;
+pub mod rabbitmq;
+
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 

@@ -7,9 +7,15 @@
 //! ([`crate::crypto::TokenCipher`]); only their SHA-256 id is stored in clear.
 //! Both pass `shared/tests/store_conformance.rs`.
 
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::TokenCipher;
 use crate::{Secret, pool::TokenStatus};
 
 /// One upstream account token and what the operator and the pool know about it.
@@ -75,4 +81,135 @@ pub trait Store: Send + Sync + 'static {
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// Opens the store a URL names: `sqlite:` (a file, created if missing) or `postgres://` /
+/// `postgresql://`. Migrations are not applied here; call [`Store::migrate`].
+pub async fn connect(url: &str, cipher: TokenCipher) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(url, cipher).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(url, cipher).await?))
+    } else {
+        // Only the scheme: the rest of a database URL may carry a password.
+        let scheme = url.split(':').next().unwrap_or_default();
+        Err(StoreError::Other(format!(
+            "unsupported database URL scheme {scheme:?} (expected sqlite: or postgres://)"
+        )))
+    }
+}
+
+/// The columns of `tokens` that make up a [`TokenRecord`], in [`TokenRow`] order.
+pub(crate) const TOKEN_COLUMNS: &str = "id, sealed, pool, status, quota, tags, note, \
+    created_at_ms, last_used_at_ms, use_count, fail_count, last_fail_reason, last_sync_at_ms";
+
+/// A `tokens` row as stored: the token sealed, status and tags as text.
+pub(crate) struct TokenRow {
+    pub id: String,
+    pub sealed: String,
+    pub pool: String,
+    pub status: String,
+    pub quota: i64,
+    pub tags: String,
+    pub note: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: Option<i64>,
+    pub use_count: i64,
+    pub fail_count: i64,
+    pub last_fail_reason: Option<String>,
+    pub last_sync_at_ms: Option<i64>,
+}
+
+impl TokenRow {
+    /// Reads a row selected with [`TOKEN_COLUMNS`].
+    pub(crate) fn from_row<R>(row: &R) -> Result<TokenRow, sqlx::Error>
+    where
+        R: sqlx::Row,
+        usize: sqlx::ColumnIndex<R>,
+        String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        Ok(TokenRow {
+            id: row.try_get(0)?,
+            sealed: row.try_get(1)?,
+            pool: row.try_get(2)?,
+            status: row.try_get(3)?,
+            quota: row.try_get(4)?,
+            tags: row.try_get(5)?,
+            note: row.try_get(6)?,
+            created_at_ms: row.try_get(7)?,
+            last_used_at_ms: row.try_get(8)?,
+            use_count: row.try_get(9)?,
+            fail_count: row.try_get(10)?,
+            last_fail_reason: row.try_get(11)?,
+            last_sync_at_ms: row.try_get(12)?,
+        })
+    }
+
+    pub(crate) fn seal(record: &TokenRecord, cipher: &TokenCipher) -> TokenRow {
+        TokenRow {
+            id: record.id.clone(),
+            sealed: cipher.seal(&record.id, record.token.expose()),
+            pool: record.pool.clone(),
+            status: record.status.as_str().to_owned(),
+            quota: record.quota,
+            tags: serde_json::to_string(&record.tags).expect("a list of strings serializes"),
+            note: record.note.clone(),
+            created_at_ms: record.created_at_ms,
+            last_used_at_ms: record.last_used_at_ms,
+            use_count: record.use_count,
+            fail_count: record.fail_count,
+            last_fail_reason: record.last_fail_reason.clone(),
+            last_sync_at_ms: record.last_sync_at_ms,
+        }
+    }
+
+    /// Opens the sealed token. Errors name the token id, never any part of the value.
+    pub(crate) fn open(self, cipher: &TokenCipher) -> Result<TokenRecord, StoreError> {
+        let corrupt = |what: String| StoreError::Corrupt(format!("token {}: {what}", self.id));
+        let token = cipher
+            .open(&self.id, &self.sealed)
+            .map_err(|e| corrupt(format!("sealed token cannot be opened ({e})")))?;
+        let status = TokenStatus::parse(&self.status)
+            .ok_or_else(|| corrupt(format!("unknown status {:?}", self.status)))?;
+        let tags = serde_json::from_str(&self.tags)
+            .map_err(|_| corrupt("tags are not a JSON list of strings".into()))?;
+        Ok(TokenRecord {
+            id: self.id,
+            token,
+            pool: self.pool,
+            status,
+            quota: self.quota,
+            tags,
+            note: self.note,
+            created_at_ms: self.created_at_ms,
+            last_used_at_ms: self.last_used_at_ms,
+            use_count: self.use_count,
+            fail_count: self.fail_count,
+            last_fail_reason: self.last_fail_reason,
+            last_sync_at_ms: self.last_sync_at_ms,
+        })
+    }
+}
+
+/// Connection trouble is `Unavailable`; undecodable data is `Corrupt`; the rest `Other`.
+pub(crate) fn sqlx_error(e: sqlx::Error) -> StoreError {
+    use sqlx::Error as E;
+    match e {
+        E::Io(_)
+        | E::Tls(_)
+        | E::PoolTimedOut
+        | E::PoolClosed
+        | E::WorkerCrashed
+        | E::Protocol(_) => StoreError::Unavailable(e.to_string()),
+        E::ColumnDecode { .. } | E::Decode(_) => StoreError::Corrupt(e.to_string()),
+        _ => StoreError::Other(e.to_string()),
+    }
+}
+
+pub(crate) fn migrate_error(e: sqlx::migrate::MigrateError) -> StoreError {
+    match e {
+        sqlx::migrate::MigrateError::Execute(inner) => sqlx_error(inner),
+        other => StoreError::Other(format!("migration failed: {other}")),
+    }
 }

@@ -5,6 +5,22 @@
 //! Callers use [`UpstreamClient`] (in `client.rs`) and see only [`ChatRequest`],
 //! [`ChatChunk`] and [`UpstreamError`]; nothing outside this module parses upstream frames.
 
+mod body;
+mod classify;
+mod client;
+mod frames;
+mod headers;
+mod rest_chat;
+mod rest_frames;
+mod session;
+mod statsig;
+mod stream;
+mod upload;
+mod ws_chat;
+mod ws_frames;
+
+pub use client::UpstreamClient;
+
 use std::time::Duration;
 
 use futures::stream::BoxStream;

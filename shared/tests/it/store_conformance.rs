@@ -1,1 +1,303 @@
-//! (written with its seam)
+//! The Store contract, run against SQLite (a temporary file) and PostgreSQL (a database
+//! created for the test and dropped afterwards).
+//!
+//! Each case is one async fn over a [`Fixture`]; `conformance!` turns it into a
+//! `<case>::sqlite` and a `<case>::postgres` test.
+
+use std::sync::Arc;
+
+use shared::Secret;
+use shared::crypto::{TokenCipher, generate_key, token_id};
+use shared::pool::TokenStatus;
+use shared::store::{self, Store, StoreError, TokenRecord, TokenRuntime};
+
+use crate::common::{create_postgres_db, drop_postgres_db, run_then_cleanup};
+
+/// Where one test's database lives, and how to reach its raw rows.
+#[derive(Clone)]
+enum Fixture {
+    Sqlite { path: std::path::PathBuf },
+    Postgres { url: String },
+}
+
+impl Fixture {
+    fn url(&self) -> String {
+        match self {
+            Fixture::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Fixture::Postgres { url } => url.clone(),
+        }
+    }
+
+    /// A store on this database, migrated, sealing with `cipher`.
+    async fn store(&self, cipher: &TokenCipher) -> Arc<dyn Store> {
+        let store = store::connect(&self.url(), cipher.clone())
+            .await
+            .expect("connect the store");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// The `sealed` column of one token, read without the store.
+    async fn raw_sealed(&self, id: &str) -> String {
+        match self {
+            Fixture::Sqlite { .. } => {
+                let pool = sqlx::SqlitePool::connect(&self.url()).await.unwrap();
+                let value = sqlx::query_scalar("SELECT sealed FROM tokens WHERE id = ?")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                value
+            }
+            Fixture::Postgres { url } => {
+                let pool = sqlx::PgPool::connect(url).await.unwrap();
+                let value = sqlx::query_scalar("SELECT sealed FROM tokens WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                value
+            }
+        }
+    }
+}
+
+async fn run_sqlite<F, Fut>(case: F)
+where
+    F: FnOnce(Fixture) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    // A directory that does not exist yet: connecting must create it.
+    let dir = std::env::temp_dir().join(format!("g2a-store-{}", uuid::Uuid::new_v4().simple()));
+    let fixture = Fixture::Sqlite {
+        path: dir.join("nested").join("grok2api.db"),
+    };
+    run_then_cleanup(case(fixture), async {
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await;
+}
+
+async fn run_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Fixture) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (name, url) = create_postgres_db().await;
+    run_then_cleanup(case(Fixture::Postgres { url }), drop_postgres_db(&name)).await;
+}
+
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        $(
+            mod $case {
+                #[tokio::test]
+                async fn sqlite() {
+                    super::run_sqlite(super::$case).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    super::run_postgres(super::$case).await;
+                }
+            }
+        )*
+    };
+}
+
+conformance!(
+    migrates_twice_and_concurrently,
+    tokens_round_trip,
+    replace_deletes_missing_and_overwrites,
+    token_is_not_stored_in_clear,
+    runtime_update_changes_only_runtime_fields,
+    settings_round_trip,
+    foreign_key_reads_as_corrupt_without_leaking,
+);
+
+fn cipher() -> TokenCipher {
+    TokenCipher::new(&Secret::new(generate_key()), &[]).unwrap()
+}
+
+fn record(token: &str, pool: &str, created_at_ms: i64) -> TokenRecord {
+    TokenRecord {
+        id: token_id(token),
+        token: Secret::new(token),
+        pool: pool.into(),
+        status: TokenStatus::Active,
+        quota: 80,
+        tags: Vec::new(),
+        note: String::new(),
+        created_at_ms,
+        last_used_at_ms: None,
+        use_count: 0,
+        fail_count: 0,
+        last_fail_reason: None,
+        last_sync_at_ms: None,
+    }
+}
+
+/// Two records covering every optional field both ways.
+fn sample() -> Vec<TokenRecord> {
+    let plain = record("eyJ-basic-token-one", "ssoBasic", 1_000);
+    let full = TokenRecord {
+        status: TokenStatus::Cooling,
+        quota: 0,
+        tags: vec!["nsfw".into(), "vip \"quoted\"".into()],
+        note: "note with ünïcode".into(),
+        last_used_at_ms: Some(1_700_000_000_123),
+        use_count: 42,
+        fail_count: 3,
+        last_fail_reason: Some("401 Unauthorized".into()),
+        last_sync_at_ms: Some(1_700_000_000_456),
+        ..record("eyJ-super-token-two", "ssoSuper", 2_000)
+    };
+    vec![plain, full]
+}
+
+async fn migrates_twice_and_concurrently(fixture: Fixture) {
+    let key = cipher();
+    let url = fixture.url();
+    let (a, b) = tokio::join!(
+        store::connect(&url, key.clone()),
+        store::connect(&url, key.clone())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    a.ping().await.expect("ping");
+    if matches!(fixture, Fixture::Postgres { .. }) {
+        // Two processes starting at once on a fresh database.
+        let (ra, rb) = tokio::join!(a.migrate(), b.migrate());
+        ra.expect("first concurrent migrate");
+        rb.expect("second concurrent migrate");
+    } else {
+        a.migrate().await.expect("first migrate");
+    }
+    a.migrate().await.expect("migrating again is a no-op");
+    b.migrate().await.expect("and from another connection too");
+    assert!(a.list_tokens().await.unwrap().is_empty());
+}
+
+async fn tokens_round_trip(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let records = sample();
+    store.replace_tokens(&records).await.unwrap();
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed, records);
+    assert_eq!(listed[1].token.expose(), "eyJ-super-token-two");
+}
+
+async fn replace_deletes_missing_and_overwrites(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let mut records = sample();
+    store.replace_tokens(&records).await.unwrap();
+
+    let gone = records.remove(0);
+    records[0].note = "edited".into();
+    records[0].tags = vec!["x".into()];
+    let added = record("eyJ-basic-token-three", "ssoBasic", 3_000);
+    records.insert(0, added);
+    store.replace_tokens(&records).await.unwrap();
+
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed, records);
+    assert!(listed.iter().all(|r| r.id != gone.id));
+
+    store.replace_tokens(&[]).await.unwrap();
+    assert!(store.list_tokens().await.unwrap().is_empty());
+}
+
+async fn token_is_not_stored_in_clear(fixture: Fixture) {
+    let key = cipher();
+    let store = fixture.store(&key).await;
+    let records = sample();
+    store.replace_tokens(&records).await.unwrap();
+    for r in &records {
+        let raw = fixture.raw_sealed(&r.id).await;
+        assert!(!raw.contains(r.token.expose()), "token stored in clear");
+        assert!(raw.starts_with(&format!("v1.{}.", key.key_id())), "{raw}");
+        assert_eq!(key.open(&r.id, &raw).unwrap().expose(), r.token.expose());
+    }
+}
+
+async fn runtime_update_changes_only_runtime_fields(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let mut records = sample();
+    store.replace_tokens(&records).await.unwrap();
+
+    let runtime = TokenRuntime {
+        status: TokenStatus::Invalid,
+        quota: 7,
+        use_count: 5,
+        fail_count: 5,
+        last_used_at_ms: Some(1_800_000_000_000),
+        last_fail_reason: Some("blocked".into()),
+    };
+    store
+        .update_token_runtime(&records[0].id, &runtime)
+        .await
+        .unwrap();
+    // A token that no longer exists is ignored.
+    store
+        .update_token_runtime(&token_id("gone"), &runtime)
+        .await
+        .unwrap();
+
+    let r = &mut records[0];
+    r.status = runtime.status;
+    r.quota = runtime.quota;
+    r.use_count = runtime.use_count;
+    r.fail_count = runtime.fail_count;
+    r.last_used_at_ms = runtime.last_used_at_ms;
+    r.last_fail_reason = runtime.last_fail_reason.clone();
+    assert_eq!(store.list_tokens().await.unwrap(), records);
+}
+
+async fn settings_round_trip(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    assert_eq!(store.get_setting("app.api_key").await.unwrap(), None);
+    store.put_setting("app.api_key", "first").await.unwrap();
+    store.put_setting("other", "{\"json\":true}").await.unwrap();
+    assert_eq!(
+        store.get_setting("app.api_key").await.unwrap().as_deref(),
+        Some("first")
+    );
+    store.put_setting("app.api_key", "second").await.unwrap();
+    assert_eq!(
+        store.get_setting("app.api_key").await.unwrap().as_deref(),
+        Some("second")
+    );
+    assert_eq!(
+        store.get_setting("other").await.unwrap().as_deref(),
+        Some("{\"json\":true}")
+    );
+}
+
+async fn foreign_key_reads_as_corrupt_without_leaking(fixture: Fixture) {
+    let writer = fixture.store(&cipher()).await;
+    let records = sample();
+    writer.replace_tokens(&records).await.unwrap();
+
+    let reader = fixture.store(&cipher()).await;
+    let err = reader
+        .list_tokens()
+        .await
+        .expect_err("another key cannot open the tokens");
+    let StoreError::Corrupt(message) = &err else {
+        panic!("expected Corrupt, got {err:?}");
+    };
+    assert!(
+        records.iter().any(|r| message.contains(&r.id)),
+        "the error names the token: {message}"
+    );
+    for r in &records {
+        let shown = format!("{err} {err:?}");
+        assert!(
+            !shown.contains(r.token.expose()),
+            "the error leaks the token"
+        );
+    }
+    // The writer still reads its own tokens.
+    assert_eq!(writer.list_tokens().await.unwrap(), records);
+}

@@ -1,0 +1,214 @@
+//! `POST /v1/chat/completions`: validate, publish a chat job, and answer from its events,
+//! as one JSON completion or as an SSE stream of chunks.
+
+pub mod validate;
+pub mod wire;
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::Value;
+use shared::config::ReasoningFormat;
+use shared::event::{EventBody, JobError, JobEvent};
+use shared::job::{ChatJob, JobEnvelope, JobPayload};
+use shared::time::{now_ms, now_secs};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::extract::JsonBody;
+use crate::feed::{EventFeed, FeedError};
+use crate::jobs::{CancelOnDrop, submit};
+use crate::state::AppState;
+use validate::ChatInput;
+use wire::ChunkWriter;
+
+/// SSE events buffered per stream; a client slower than this applies backpressure to the feed.
+const STREAM_BUFFER: usize = 64;
+
+pub async fn completions(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let input = validate::validate(&body)?;
+    let want_reasoning = match &input.reasoning_effort {
+        None => state.config.app.thinking,
+        Some(effort) => effort != "none",
+    };
+    let timeout = Duration::from_secs(state.config.chat.timeout_secs);
+    let job = JobEnvelope::new(JobPayload::Chat(chat_job(&input, want_reasoning)), now_ms() + timeout.as_millis() as i64);
+    let mut feed = submit(&state, &job, timeout).await?;
+    let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job.id);
+
+    // Wait for the first event before answering, so a job that fails at once (no token,
+    // upstream refused) gets a proper HTTP status instead of a 200 stream with an error.
+    let first = match feed.next().await {
+        Some(Ok(ev)) => ev,
+        Some(Err(FeedError::Timeout)) => return Err(timeout_error()),
+        None => return Err(ApiError::internal()),
+    };
+    if let EventBody::Error(e) = &first.body {
+        guard.disarm();
+        return Err(ApiError::from(e));
+    }
+    let writer = ChunkWriter::new(
+        format!("chatcmpl-{}", job.id.simple()),
+        now_secs(),
+        input.model.id,
+        state.config.app.reasoning_format,
+        want_reasoning,
+    );
+    let mut response = if input.stream {
+        stream_response(state, feed, first, writer, guard)
+    } else {
+        let meta = CompletionMeta {
+            id: format!("chatcmpl-{}", job.id.simple()),
+            created: now_secs(),
+            model: input.model.id.to_owned(),
+            reasoning_field: want_reasoning && state.config.app.reasoning_format == ReasoningFormat::ReasoningContent,
+        };
+        collect_response(feed, first, &meta, guard).await?
+    };
+    if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
+        response.headers_mut().insert("x-job-id", v);
+    }
+    Ok(response)
+}
+
+fn chat_job(input: &ChatInput, want_reasoning: bool) -> ChatJob {
+    ChatJob {
+        model: input.model.id.to_owned(),
+        upstream_mode: input.model.upstream_mode.to_owned(),
+        tier: input.model.tier,
+        cost: input.model.cost,
+        message: input.message.clone(),
+        attachments: input.attachments.clone(),
+        temperature: input.temperature,
+        top_p: input.top_p,
+        reasoning_effort: input.reasoning_effort.clone(),
+        want_reasoning,
+        stream: input.stream,
+    }
+}
+
+fn timeout_error() -> ApiError {
+    ApiError::new(StatusCode::GATEWAY_TIMEOUT, "The request timed out").with_code("timeout")
+}
+
+struct CompletionMeta {
+    id: String,
+    created: i64,
+    model: String,
+    reasoning_field: bool,
+}
+
+/// Collects the whole answer. A redelivered job simply starts over: the caller has seen
+/// nothing yet.
+async fn collect_response(mut feed: EventFeed, first: JobEvent, meta: &CompletionMeta, mut guard: CancelOnDrop) -> Result<Response, ApiError> {
+    let (mut text, mut reasoning) = (String::new(), String::new());
+    let mut attempt = first.attempt;
+    let mut next = Some(Ok(first));
+    while let Some(item) = next {
+        let ev = item.map_err(|FeedError::Timeout| timeout_error())?;
+        if ev.attempt != attempt {
+            attempt = ev.attempt;
+            text.clear();
+            reasoning.clear();
+        }
+        match ev.body {
+            EventBody::Delta { text: t } => text.push_str(&t),
+            EventBody::Reasoning { text: t } => reasoning.push_str(&t),
+            EventBody::Done { finish_reason, .. } => {
+                guard.disarm();
+                let reasoning = (meta.reasoning_field && !reasoning.is_empty()).then_some(reasoning.as_str());
+                let body = wire::completion(&meta.id, meta.created, &meta.model, &text, reasoning, &finish_reason);
+                return Ok(axum::Json(body).into_response());
+            }
+            EventBody::Error(e) => {
+                guard.disarm();
+                return Err(ApiError::from(&e));
+            }
+            EventBody::Started { .. } | EventBody::Progress { .. } | EventBody::Usage { .. } => {}
+        }
+        next = feed.next().await;
+    }
+    Err(ApiError::internal())
+}
+
+/// Streams chunks from a task that follows the feed; the channel between them is bounded,
+/// and when the client disconnects the task ends and the job is cancelled.
+fn stream_response(state: AppState, feed: EventFeed, first: JobEvent, writer: ChunkWriter, guard: CancelOnDrop) -> Response {
+    let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
+    tokio::spawn(pump(state, feed, first, writer, guard, tx));
+    let stream = ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+}
+
+fn data(value: &Value) -> Event {
+    Event::default().data(value.to_string())
+}
+
+async fn pump(state: AppState, mut feed: EventFeed, first: JobEvent, mut writer: ChunkWriter, mut guard: CancelOnDrop, tx: mpsc::Sender<Event>) {
+    let attempt = first.attempt;
+    let mut text_sent = false;
+    if tx.send(data(&writer.role())).await.is_err() {
+        return;
+    }
+    let mut next = Some(Ok(first));
+    while let Some(item) = next {
+        let mut out: Vec<Value> = Vec::new();
+        let mut end: Option<JobError> = None;
+        match item {
+            Err(FeedError::Timeout) => end = Some(JobError::new(504, "timeout", "The request timed out")),
+            Ok(ev) if ev.attempt != attempt && text_sent => {
+                // A redelivered job would produce a different answer; splicing it onto what
+                // the caller already has would be worse than saying so.
+                tracing::warn!(job_id = %feed.job_id(), "job redelivered after partial output");
+                end = Some(JobError::new(502, "stream_interrupted", "The answer was interrupted; please retry"));
+            }
+            Ok(ev) => match ev.body {
+                EventBody::Delta { text } => {
+                    text_sent = true;
+                    out.extend(writer.text(&text));
+                }
+                EventBody::Reasoning { text } => {
+                    text_sent = true;
+                    out.extend(writer.reasoning(&text));
+                }
+                EventBody::Done { finish_reason, .. } => {
+                    guard.disarm();
+                    out.extend(writer.finish(&finish_reason));
+                }
+                EventBody::Error(e) => end = Some(e),
+                EventBody::Started { .. } | EventBody::Progress { .. } | EventBody::Usage { .. } => {}
+            },
+        }
+        for chunk in &out {
+            if tx.send(data(chunk)).await.is_err() {
+                return;
+            }
+        }
+        if let Some(e) = end {
+            if e.code != "stream_interrupted" && e.code != "timeout" {
+                guard.disarm();
+            }
+            let body = ApiError::from(&e).body();
+            let _ = tx.send(data(&body)).await;
+            let _ = tx.send(Event::default().data("[DONE]")).await;
+            return;
+        }
+        next = tokio::select! {
+            n = feed.next() => n,
+            _ = state.shutdown.cancelled() => {
+                let e = JobError::new(503, "server_shutting_down", "The server is restarting; please retry");
+                let _ = tx.send(data(&ApiError::from(&e).body())).await;
+                let _ = tx.send(Event::default().data("[DONE]")).await;
+                return;
+            }
+        };
+        if next.is_none() {
+            let _ = tx.send(Event::default().data("[DONE]")).await;
+        }
+    }
+}

@@ -1,0 +1,50 @@
+-- Leases the best token of the first tier that has one.
+-- ARGV: prefix, ttl_ms, per-token cap, tier count n, n tiers in order, excluded ids...
+-- Reply: {'leased', id, pool, tier, sealed, fence} or {'exhausted', retry_after_ms or -1}.
+--
+-- Every token of a requested tier is looked at, which is fine for pools of up to a few
+-- thousand tokens; larger pools would want a quota-ordered index per tier.
+
+local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local tier_count = tonumber(ARGV[4])
+local excluded = {}
+for i = 5 + tier_count, #ARGV do excluded[ARGV[i]] = true end
+
+local now = now_ms()
+local soonest = nil -- ms until the first cooling token of a requested tier returns
+
+-- Most quota wins; ties go to the least recently used, then to the smaller id so the
+-- choice is deterministic.
+local function better(id, h, best, best_h)
+  if best == nil then return true end
+  if h.quota ~= best_h.quota then return h.quota > best_h.quota end
+  if h.last_used ~= best_h.last_used then return h.last_used < best_h.last_used end
+  return id < best
+end
+
+for t = 1, tier_count do
+  local best, best_h = nil, nil
+  for _, id in ipairs(redis.call('SMEMBERS', tier_key(ARGV[4 + t]))) do
+    local h = (not excluded[id]) and load(id) or nil
+    if h then
+      recover_if_due(id, h, now)
+      if h.status == 'cooling' then
+        local wait = h.cooling_until - now
+        if soonest == nil or wait < soonest then soonest = wait end
+      elseif h.status == 'active' and h.quota > 0 and live_leases(id, now) < cap
+          and better(id, h, best, best_h) then
+        best, best_h = id, h
+      end
+    end
+  end
+  if best then
+    drop_expired(best, now)
+    local fence = redis.call('INCR', P .. ':fence')
+    redis.call('ZADD', leases_key(best), now + ttl, fence)
+    redis.call('HSET', tok_key(best), 'last_used_ms', now)
+    return { 'leased', best, best_h.pool, best_h.tier, best_h.sealed, fence }
+  end
+end
+
+return { 'exhausted', soonest or -1 }

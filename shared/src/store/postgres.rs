@@ -1,0 +1,178 @@
+//! The shared store: PostgreSQL.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::{
+    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, migrate_error,
+    sqlx_error,
+};
+use crate::crypto::TokenCipher;
+use crate::time::now_ms;
+
+/// A [`Store`] in a PostgreSQL database.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    cipher: TokenCipher,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to `url` (`postgres://…` or `postgresql://…`).
+    pub async fn connect(url: &str, cipher: TokenCipher) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(5)
+            .acquire_timeout(Duration::from_secs(10))
+            .idle_timeout(Some(Duration::from_secs(300)))
+            // Checks a pooled connection before use, so a database restart costs one
+            // round trip instead of an error.
+            .test_before_acquire(true)
+            .connect(url)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(PgStore { pool, cipher })
+    }
+
+    async fn upsert(tx: &mut Transaction<'_, Postgres>, row: &TokenRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tokens (id, sealed, pool, status, quota, tags, note, created_at_ms, \
+               last_used_at_ms, use_count, fail_count, last_fail_reason, last_sync_at_ms, \
+               updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed, pool = excluded.pool, \
+               status = excluded.status, quota = excluded.quota, tags = excluded.tags, \
+               note = excluded.note, created_at_ms = excluded.created_at_ms, \
+               last_used_at_ms = excluded.last_used_at_ms, use_count = excluded.use_count, \
+               fail_count = excluded.fail_count, last_fail_reason = excluded.last_fail_reason, \
+               last_sync_at_ms = excluded.last_sync_at_ms, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&row.id)
+        .bind(&row.sealed)
+        .bind(&row.pool)
+        .bind(&row.status)
+        .bind(row.quota)
+        .bind(&row.tags)
+        .bind(&row.note)
+        .bind(row.created_at_ms)
+        .bind(row.last_used_at_ms)
+        .bind(row.use_count)
+        .bind(row.fail_count)
+        .bind(&row.last_fail_reason)
+        .bind(row.last_sync_at_ms)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    /// Safe to run from several processes at once: the migrator holds an advisory lock.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await
+            .map_err(migrate_error)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY pool, created_at_ms, id");
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter()
+            .map(|row| {
+                TokenRow::from_row(row)
+                    .map_err(sqlx_error)?
+                    .open(&self.cipher)
+            })
+            .collect()
+    }
+
+    async fn replace_tokens(&self, records: &[TokenRecord]) -> Result<(), StoreError> {
+        let mut rows: Vec<TokenRow> = records
+            .iter()
+            .map(|r| TokenRow::seal(r, &self.cipher))
+            .collect();
+        // One row order for every writer, so two concurrent replacements cannot deadlock.
+        rows.sort_by(|a, b| a.id.cmp(&b.id));
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
+        for row in &rows {
+            Self::upsert(&mut tx, row).await.map_err(sqlx_error)?;
+        }
+        sqlx::query("DELETE FROM tokens WHERE NOT (id = ANY($1))")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+        tx.commit().await.map_err(sqlx_error)
+    }
+
+    async fn update_token_runtime(
+        &self,
+        id: &str,
+        runtime: &TokenRuntime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tokens SET status = $1, quota = $2, use_count = $3, fail_count = $4, \
+               last_used_at_ms = $5, last_fail_reason = $6, updated_at_ms = $7 \
+             WHERE id = $8",
+        )
+        .bind(runtime.status.as_str())
+        .bind(runtime.quota)
+        .bind(runtime.use_count)
+        .bind(runtime.fail_count)
+        .bind(runtime.last_used_at_ms)
+        .bind(&runtime.last_fail_reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlx_error)
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+               updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! The embedded store: one SQLite file in WAL mode.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqlitePool, SqliteTransaction};
+
+use super::{
+    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, migrate_error,
+    sqlx_error,
+};
+use crate::crypto::TokenCipher;
+use crate::time::now_ms;
+
+/// A [`Store`] in a SQLite file.
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    cipher: TokenCipher,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens `url` (`sqlite://path/to/file.db`, `sqlite::memory:`), creating the file and
+    /// its directory if missing.
+    pub async fn connect(url: &str, cipher: TokenCipher) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(sqlx_error)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable in WAL mode except for the last commits before a power loss.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        if !in_memory {
+            create_parent_dir(options.get_filename())?;
+        }
+        // SQLite has one writer at a time anyway; a few connections let reads overlap. An
+        // in-memory database lives only as long as a connection to it, so keep exactly one.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 4 })
+            .idle_timeout(if in_memory {
+                None
+            } else {
+                Some(Duration::from_secs(300))
+            })
+            .max_lifetime(None)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(SqliteStore { pool, cipher })
+    }
+
+    async fn upsert(tx: &mut SqliteTransaction<'_>, row: &TokenRow) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO tokens (id, sealed, pool, status, quota, tags, note, created_at_ms, \
+               last_used_at_ms, use_count, fail_count, last_fail_reason, last_sync_at_ms, \
+               updated_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET sealed = excluded.sealed, pool = excluded.pool, \
+               status = excluded.status, quota = excluded.quota, tags = excluded.tags, \
+               note = excluded.note, created_at_ms = excluded.created_at_ms, \
+               last_used_at_ms = excluded.last_used_at_ms, use_count = excluded.use_count, \
+               fail_count = excluded.fail_count, last_fail_reason = excluded.last_fail_reason, \
+               last_sync_at_ms = excluded.last_sync_at_ms, updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(&row.id)
+        .bind(&row.sealed)
+        .bind(&row.pool)
+        .bind(&row.status)
+        .bind(row.quota)
+        .bind(&row.tags)
+        .bind(&row.note)
+        .bind(row.created_at_ms)
+        .bind(row.last_used_at_ms)
+        .bind(row.use_count)
+        .bind(row.fail_count)
+        .bind(&row.last_fail_reason)
+        .bind(row.last_sync_at_ms)
+        .bind(now_ms())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}
+
+fn create_parent_dir(file: &std::path::Path) -> Result<(), StoreError> {
+    match file.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(migrate_error)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY pool, created_at_ms, id");
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter()
+            .map(|row| {
+                TokenRow::from_row(row)
+                    .map_err(sqlx_error)?
+                    .open(&self.cipher)
+            })
+            .collect()
+    }
+
+    async fn replace_tokens(&self, records: &[TokenRecord]) -> Result<(), StoreError> {
+        let rows: Vec<TokenRow> = records
+            .iter()
+            .map(|r| TokenRow::seal(r, &self.cipher))
+            .collect();
+        let ids = serde_json::to_string(&rows.iter().map(|r| &r.id).collect::<Vec<_>>())
+            .expect("a list of strings serializes");
+        let mut tx = self.pool.begin().await.map_err(sqlx_error)?;
+        // Writing first takes the write lock at once; a transaction that read first could
+        // fail to upgrade while a runtime update commits in between.
+        for row in &rows {
+            Self::upsert(&mut tx, row).await.map_err(sqlx_error)?;
+        }
+        sqlx::query("DELETE FROM tokens WHERE id NOT IN (SELECT value FROM json_each(?))")
+            .bind(ids)
+            .execute(&mut *tx)
+            .await
+            .map_err(sqlx_error)?;
+        tx.commit().await.map_err(sqlx_error)
+    }
+
+    async fn update_token_runtime(
+        &self,
+        id: &str,
+        runtime: &TokenRuntime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE tokens SET status = ?, quota = ?, use_count = ?, fail_count = ?, \
+               last_used_at_ms = ?, last_fail_reason = ?, updated_at_ms = ? \
+             WHERE id = ?",
+        )
+        .bind(runtime.status.as_str())
+        .bind(runtime.quota)
+        .bind(runtime.use_count)
+        .bind(runtime.fail_count)
+        .bind(runtime.last_used_at_ms)
+        .bind(&runtime.last_fail_reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlx_error)
+    }
+
+    async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO settings (key, value, updated_at_ms) VALUES (?, ?, ?) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, \
+               updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(())
+    }
+}
