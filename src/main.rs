@@ -12,7 +12,11 @@ use shared::config::Config;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "grok2api", version, about = "A pool of Grok web accounts served as an OpenAI-compatible API")]
+#[command(
+    name = "grok2api",
+    version,
+    about = "A pool of Grok web accounts served as an OpenAI-compatible API"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -89,7 +93,9 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(run(cli.command))
 }
 
@@ -132,10 +138,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Sim { host, port, ttft_ms, frame_delay_ms, rate_limit_window_secs } => {
+        Command::Sim {
+            host,
+            port,
+            ttft_ms,
+            frame_delay_ms,
+            rate_limit_window_secs,
+        } => {
             shared::telemetry::init(&Config::defaults().log);
-            let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await.with_context(|| format!("binding {host}:{port}"))?;
-            let config = sim::SimConfig { ttft_ms, frame_delay_ms, rate_limit_window_secs, ..Default::default() };
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+                .await
+                .with_context(|| format!("binding {host}:{port}"))?;
+            let config = sim::SimConfig {
+                ttft_ms,
+                frame_delay_ms,
+                rate_limit_window_secs,
+                ..Default::default()
+            };
             tracing::info!(addr = %listener.local_addr()?, "simulator listening");
             let shutdown = shutdown_signal();
             tokio::select! {
@@ -162,14 +181,20 @@ async fn run(command: Command) -> anyhow::Result<()> {
 /// Single-role commands share state through the distributed backends only.
 fn distributed(config: Arc<Config>, role: &str) -> anyhow::Result<Arc<Config>> {
     if !Backends::is_distributed(&config) {
-        bail!("`grok2api {role}` needs backend.queue_url and backend.redis_url (use `grok2api serve` to run everything in one process)");
+        bail!(
+            "`grok2api {role}` needs backend.queue_url and backend.redis_url (use `grok2api serve` to run everything in one process)"
+        );
     }
     Ok(config)
 }
 
 async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let backends = Backends::connect(&config).await?;
-    backends.store.migrate().await.context("applying migrations")?;
+    backends
+        .store
+        .migrate()
+        .await
+        .context("applying migrations")?;
     let shutdown = shutdown_signal();
     let worker = worker::Worker::new(config.clone(), backends.clone())?;
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
@@ -180,16 +205,27 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     served
 }
 
-async fn run_gateway(config: Arc<Config>, backends: Backends, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let admin_key = gateway::auth::resolve_admin_key(&config.app.app_key, backends.store.as_ref()).await?;
+async fn run_gateway(
+    config: Arc<Config>,
+    backends: Backends,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let admin_key =
+        gateway::auth::resolve_admin_key(&config.app.app_key, backends.store.as_ref()).await?;
     if let Err(e) = scheduler::sync_pool_from_store(&backends).await {
         tracing::warn!(error = %e, "initial pool sync failed; the scheduler retries");
     }
     if config.app.api_keys().is_empty() && !config.app.open_api {
-        tracing::warn!("no app.api_key is set and app.open_api is false: the client API refuses every request");
+        tracing::warn!(
+            "no app.api_key is set and app.open_api is false: the client API refuses every request"
+        );
     }
-    let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port).parse().context("server.host/server.port")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)
+        .parse()
+        .context("server.host/server.port")?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     let state = gateway::AppState::new(config, backends, admin_key, shutdown);
     gateway::serve(state, listener).await.context("gateway")
 }

@@ -27,7 +27,10 @@ impl AdminKey {
     pub fn matches(&self, given: &str) -> bool {
         match self {
             AdminKey::Configured(key) => secrets_match(given, key.expose()),
-            AdminKey::Digest(digest) => Sha256::digest(given.as_bytes()).as_slice().ct_eq(digest).into(),
+            AdminKey::Digest(digest) => Sha256::digest(given.as_bytes())
+                .as_slice()
+                .ct_eq(digest)
+                .into(),
         }
     }
 }
@@ -36,18 +39,31 @@ impl AdminKey {
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(key.trim()).filter(|k| !k.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(key.trim())
+        .filter(|k| !k.is_empty())
 }
 
 /// Guards `/v1/*` client routes.
-pub async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     if !state.config.app.open_api {
-        let given = bearer(request.headers()).ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
+        let given = bearer(request.headers())
+            .ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
         if state.api_keys.is_empty() {
-            return Err(ApiError::unauthorized("No API key is configured on this server"));
+            return Err(ApiError::unauthorized(
+                "No API key is configured on this server",
+            ));
         }
         // Check every key so the time taken does not tell which one nearly matched.
-        let matched = state.api_keys.iter().fold(false, |acc, key| secrets_match(given, key.expose()) | acc);
+        let matched = state
+            .api_keys
+            .iter()
+            .fold(false, |acc, key| secrets_match(given, key.expose()) | acc);
         if !matched {
             return Err(ApiError::unauthorized("Invalid authentication token"));
         }
@@ -56,12 +72,47 @@ pub async fn require_api_key(State(state): State<AppState>, request: Request, ne
 }
 
 /// Guards `/v1/admin/*`.
-pub async fn require_admin_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
-    let given = bearer(request.headers()).ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
+pub async fn require_admin_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let given = bearer(request.headers())
+        .ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
     if !state.admin_key.matches(given) {
         return Err(ApiError::unauthorized("Invalid authentication token"));
     }
     Ok(next.run(request).await)
+}
+
+/// Settings key under which a generated admin key's digest is kept.
+const ADMIN_KEY_SETTING: &str = "admin_key_sha256";
+
+/// The admin key in force: `app.app_key` when set; otherwise the digest of a key generated
+/// at first start, which is printed once on stdout and never stored in clear.
+pub async fn resolve_admin_key(
+    app_key: &Secret,
+    store: &dyn shared::store::Store,
+) -> anyhow::Result<AdminKey> {
+    if !app_key.is_empty() {
+        return Ok(AdminKey::Configured(app_key.clone()));
+    }
+    if let Some(hex_digest) = store.get_setting(ADMIN_KEY_SETTING).await? {
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(hex_digest.trim(), &mut digest)
+            .map_err(|_| anyhow::anyhow!("stored admin key digest is malformed"))?;
+        return Ok(AdminKey::Digest(digest));
+    }
+    let key = shared::crypto::random_secret(24);
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    store
+        .put_setting(ADMIN_KEY_SETTING, &hex::encode(digest))
+        .await?;
+    // Printed, not logged: it must reach the operator once and never a log pipeline.
+    println!(
+        "\n  Admin key generated (shown once, keep it safe): {key}\n  Set app.app_key to choose your own.\n"
+    );
+    Ok(AdminKey::Digest(digest))
 }
 
 #[cfg(test)]
@@ -89,27 +140,4 @@ mod tests {
         assert!(!key.matches("k2"));
         assert!(AdminKey::Configured(Secret::new("x")).matches("x"));
     }
-}
-
-/// Settings key under which a generated admin key's digest is kept.
-const ADMIN_KEY_SETTING: &str = "admin_key_sha256";
-
-/// The admin key in force: `app.app_key` when set; otherwise the digest of a key generated
-/// at first start, which is printed once on stdout and never stored in clear.
-pub async fn resolve_admin_key(app_key: &Secret, store: &dyn shared::store::Store) -> anyhow::Result<AdminKey> {
-    if !app_key.is_empty() {
-        return Ok(AdminKey::Configured(app_key.clone()));
-    }
-    if let Some(hex_digest) = store.get_setting(ADMIN_KEY_SETTING).await? {
-        let mut digest = [0u8; 32];
-        hex::decode_to_slice(hex_digest.trim(), &mut digest)
-            .map_err(|_| anyhow::anyhow!("stored admin key digest is malformed"))?;
-        return Ok(AdminKey::Digest(digest));
-    }
-    let key = shared::crypto::random_secret(24);
-    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    store.put_setting(ADMIN_KEY_SETTING, &hex::encode(digest)).await?;
-    // Printed, not logged: it must reach the operator once and never a log pipeline.
-    println!("\n  Admin key generated (shown once, keep it safe): {key}\n  Set app.app_key to choose your own.\n");
-    Ok(AdminKey::Digest(digest))
 }

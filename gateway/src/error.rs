@@ -20,12 +20,20 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), param: None, code: None, retry_after: None }
+        Self {
+            status,
+            message: message.into(),
+            param: None,
+            code: None,
+            retry_after: None,
+        }
     }
 
     /// A 400 naming the offending field and a stable code.
     pub fn invalid(param: impl Into<String>, code: &str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message).with_param(param).with_code(code)
+        Self::new(StatusCode::BAD_REQUEST, message)
+            .with_param(param)
+            .with_code(code)
     }
 
     pub fn unauthorized(message: &str) -> Self {
@@ -37,13 +45,15 @@ impl ApiError {
     }
 
     pub fn unavailable(message: impl Into<String>, retry_after: u64) -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, message).with_code("service_unavailable");
+        let mut e =
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, message).with_code("service_unavailable");
         e.retry_after = Some(retry_after);
         e
     }
 
     pub fn internal() -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error").with_code("internal_error")
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal server error")
+            .with_code("internal_error")
     }
 
     pub fn with_param(mut self, param: impl Into<String>) -> Self {
@@ -80,7 +90,13 @@ impl ApiError {
 impl From<&JobError> for ApiError {
     fn from(e: &JobError) -> Self {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_GATEWAY);
-        ApiError { status, message: e.message.clone(), param: None, code: Some(e.code.clone()), retry_after: e.retry_after }
+        ApiError {
+            status,
+            message: e.message.clone(),
+            param: None,
+            code: Some(e.code.clone()),
+            retry_after: e.retry_after,
+        }
     }
 }
 

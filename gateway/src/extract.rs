@@ -25,18 +25,28 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|ct| {
-                let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let mime = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 mime == "application/json" || mime.ends_with("+json")
             })
             .unwrap_or(false);
         if !is_json {
-            return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json")
-                .with_param("body")
-                .with_code("invalid_content_type"));
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type must be application/json",
+            )
+            .with_param("body")
+            .with_code("invalid_content_type"));
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large").with_param("body").with_code("body_too_large")
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request body is too large")
+                    .with_param("body")
+                    .with_code("body_too_large")
             } else {
                 ApiError::invalid("body", "invalid_body", "Could not read the request body")
             }
@@ -48,10 +58,18 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 /// Parses a JSON document after checking its nesting depth without recursion.
 pub fn parse(bytes: &[u8]) -> Result<Value, ApiError> {
     if nesting_depth(bytes) > MAX_DEPTH {
-        return Err(ApiError::invalid("body", "invalid_json", format!("JSON nesting deeper than {MAX_DEPTH} levels")));
+        return Err(ApiError::invalid(
+            "body",
+            "invalid_json",
+            format!("JSON nesting deeper than {MAX_DEPTH} levels"),
+        ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
-        ApiError::invalid("body", "invalid_json", format!("Invalid JSON in request body: {e}"))
+        ApiError::invalid(
+            "body",
+            "invalid_json",
+            format!("Invalid JSON in request body: {e}"),
+        )
     })
 }
 

@@ -50,7 +50,11 @@ fn judge(cursor: Option<(u32, u64)>, ev: &JobEvent) -> Verdict {
         },
         // A new attempt starts at seq 1; anything from an older attempt is stale.
         Some((attempt, _)) if ev.attempt > attempt => {
-            if ev.seq == 1 { Verdict::Accept } else { Verdict::Gap }
+            if ev.seq == 1 {
+                Verdict::Accept
+            } else {
+                Verdict::Gap
+            }
         }
         Some(_) => Verdict::Duplicate,
     }
@@ -59,12 +63,33 @@ fn judge(cursor: Option<(u32, u64)>, ev: &JobEvent) -> Verdict {
 impl EventFeed {
     /// A feed over a subscription taken before the job was published.
     pub fn new(bus: Arc<dyn EventBus>, job_id: Uuid, live: EventStream, deadline: Instant) -> Self {
-        Self { bus, job_id, live: Some(live), pending: VecDeque::new(), cursor: None, deadline, finished: false }
+        Self {
+            bus,
+            job_id,
+            live: Some(live),
+            pending: VecDeque::new(),
+            cursor: None,
+            deadline,
+            finished: false,
+        }
     }
 
     /// A feed that resumes after `cursor` (from `Last-Event-ID`).
-    pub async fn resume(bus: Arc<dyn EventBus>, job_id: Uuid, cursor: Option<(u32, u64)>, deadline: Instant) -> Self {
-        let mut feed = Self { bus, job_id, live: None, pending: VecDeque::new(), cursor, deadline, finished: false };
+    pub async fn resume(
+        bus: Arc<dyn EventBus>,
+        job_id: Uuid,
+        cursor: Option<(u32, u64)>,
+        deadline: Instant,
+    ) -> Self {
+        let mut feed = Self {
+            bus,
+            job_id,
+            live: None,
+            pending: VecDeque::new(),
+            cursor,
+            deadline,
+            finished: false,
+        };
         feed.resubscribe().await;
         feed
     }
@@ -89,7 +114,8 @@ impl EventFeed {
                     self.finished = true;
                     return Some(Err(FeedError::Timeout));
                 }
-                tokio::time::sleep(Duration::from_millis(200).min(self.deadline - Instant::now())).await;
+                tokio::time::sleep(Duration::from_millis(200).min(self.deadline - Instant::now()))
+                    .await;
                 self.resubscribe().await;
                 continue;
             };
@@ -152,7 +178,9 @@ impl EventFeed {
                 self.live = Some(live);
                 self.fill_from_replay().await;
             }
-            Err(e) => tracing::warn!(job_id = %self.job_id, error = %e, "subscribe failed; retrying"),
+            Err(e) => {
+                tracing::warn!(job_id = %self.job_id, error = %e, "subscribe failed; retrying")
+            }
         }
     }
 }
@@ -169,7 +197,14 @@ mod tests {
     use shared::event::EventBody;
 
     fn ev(attempt: u32, seq: u64) -> JobEvent {
-        JobEvent { job_id: Uuid::nil(), attempt, seq, body: EventBody::Delta { text: String::new() } }
+        JobEvent {
+            job_id: Uuid::nil(),
+            attempt,
+            seq,
+            body: EventBody::Delta {
+                text: String::new(),
+            },
+        }
     }
 
     #[test]

@@ -27,9 +27,26 @@ async fn check<E: std::fmt::Display>(f: impl Future<Output = Result<(), E>>) -> 
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let b = &state.backends;
-    let (queue, bus, pool, store) = tokio::join!(check(b.queue.ping()), check(b.bus.ping()), check(b.pool.ping()), check(b.store.ping()));
+    let (queue, bus, pool, store) = tokio::join!(
+        check(b.queue.ping()),
+        check(b.bus.ping()),
+        check(b.pool.ping()),
+        check(b.store.ping())
+    );
     let draining = state.shutdown.is_cancelled();
-    let ok = !draining && [&queue, &bus, &pool, &store].iter().all(|c| c["ok"] == true);
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"ready": ok, "draining": draining, "checks": {"queue": queue, "bus": bus, "pool": pool, "store": store}})))
+    let ok = !draining
+        && [&queue, &bus, &pool, &store]
+            .iter()
+            .all(|c| c["ok"] == true);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(
+            json!({"ready": ok, "draining": draining, "checks": {"queue": queue, "bus": bus, "pool": pool, "store": store}}),
+        ),
+    )
 }

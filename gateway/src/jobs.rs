@@ -16,19 +16,30 @@ use crate::state::AppState;
 
 /// Publishes `job` and returns the feed of its events. The subscription is taken first,
 /// because a live bus drops events nobody listens to.
-pub async fn submit(state: &AppState, job: &JobEnvelope, timeout: Duration) -> Result<EventFeed, ApiError> {
+pub async fn submit(
+    state: &AppState,
+    job: &JobEnvelope,
+    timeout: Duration,
+) -> Result<EventFeed, ApiError> {
     let bus = state.backends.bus.clone();
     let live = bus.subscribe(job.id).await.map_err(|e| {
         tracing::error!(error = %e, "event bus subscribe failed");
         ApiError::unavailable("The event bus is unavailable, try again shortly", 2)
     })?;
-    state.backends.queue.publish(job).await.map_err(|e| match e {
-        QueueError::Full => ApiError::unavailable("The server is at capacity, try again shortly", 1),
-        other => {
-            tracing::error!(error = %other, "job publish failed");
-            ApiError::unavailable("The job queue is unavailable, try again shortly", 2)
-        }
-    })?;
+    state
+        .backends
+        .queue
+        .publish(job)
+        .await
+        .map_err(|e| match e {
+            QueueError::Full => {
+                ApiError::unavailable("The server is at capacity, try again shortly", 1)
+            }
+            other => {
+                tracing::error!(error = %other, "job publish failed");
+                ApiError::unavailable("The job queue is unavailable, try again shortly", 2)
+            }
+        })?;
     Ok(EventFeed::new(bus, job.id, live, Instant::now() + timeout))
 }
 
@@ -42,7 +53,11 @@ pub struct CancelOnDrop {
 
 impl CancelOnDrop {
     pub fn new(bus: Arc<dyn EventBus>, job_id: Uuid) -> Self {
-        Self { bus, job_id, armed: true }
+        Self {
+            bus,
+            job_id,
+            armed: true,
+        }
     }
 
     pub fn disarm(&mut self) {

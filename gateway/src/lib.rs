@@ -36,7 +36,10 @@ pub fn router(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/v1/admin/verify", get(admin::verify))
-        .route("/v1/admin/tokens", get(admin::tokens::list).post(admin::tokens::replace))
+        .route(
+            "/v1/admin/tokens",
+            get(admin::tokens::list).post(admin::tokens::replace),
+        )
         .layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     Router::new()
         .merge(api)
@@ -62,7 +65,8 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed").with_code("method_not_allowed")
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "Method not allowed")
+        .with_code("method_not_allowed")
 }
 
 /// Serves until `shutdown` is cancelled, then lets open requests finish (streams end with a
@@ -70,5 +74,7 @@ async fn method_not_allowed() -> ApiError {
 pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }

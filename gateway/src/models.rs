@@ -16,7 +16,9 @@ pub async fn list() -> Json<Value> {
 }
 
 pub async fn get(Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    find(&id)
-        .map(|m| Json(entry(m)))
-        .ok_or_else(|| ApiError::not_found("The model does not exist").with_param("model").with_code("model_not_found"))
+    find(&id).map(|m| Json(entry(m))).ok_or_else(|| {
+        ApiError::not_found("The model does not exist")
+            .with_param("model")
+            .with_code("model_not_found")
+    })
 }

@@ -30,8 +30,19 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, backends: Backends, admin_key: AdminKey, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        config: Arc<Config>,
+        backends: Backends,
+        admin_key: AdminKey,
+        shutdown: CancellationToken,
+    ) -> Self {
         let api_keys = config.app.api_keys();
-        AppState(Arc::new(Inner { config, backends, admin_key, api_keys, shutdown }))
+        AppState(Arc::new(Inner {
+            config,
+            backends,
+            admin_key,
+            api_keys,
+            shutdown,
+        }))
     }
 }

@@ -30,7 +30,11 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { transport: "ws", extra_env: vec![], sim: sim::SimConfig::default() }
+        Self {
+            transport: "ws",
+            extra_env: vec![],
+            sim: sim::SimConfig::default(),
+        }
     }
 }
 
@@ -47,7 +51,8 @@ pub struct Cluster {
 }
 
 fn amqp_url() -> String {
-    std::env::var("GROK2API_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("GROK2API_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 fn redis_url() -> String {
@@ -55,16 +60,24 @@ fn redis_url() -> String {
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("GROK2API_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("GROK2API_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 fn with_database(admin_url: &str, db: &str) -> String {
-    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
+    let base = admin_url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .unwrap_or(admin_url);
     format!("{base}/{db}")
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 const TOKEN_KEY: &str = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";
@@ -75,15 +88,22 @@ impl Cluster {
     }
 
     pub async fn start_with(shape: Shape, name: &str, options: Options) -> Cluster {
-        let sim = sim::spawn(options.sim.clone()).await.expect("simulator starts");
+        let sim = sim::spawn(options.sim.clone())
+            .await
+            .expect("simulator starts");
         let id = uuid::Uuid::new_v4().simple().to_string();
         let prefix = format!("e2e-{}", &id[..12]);
-        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e").join(format!("{name}-{}", &id[..8]));
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("e2e")
+            .join(format!("{name}-{}", &id[..8]));
         let data_dir = root.join("data");
         let log_dir = root.join("logs");
         std::fs::create_dir_all(&log_dir).unwrap();
         let mut env: Vec<(String, String)> = vec![
-            ("GROK2API_BACKEND__DATA_DIR".into(), data_dir.display().to_string()),
+            (
+                "GROK2API_BACKEND__DATA_DIR".into(),
+                data_dir.display().to_string(),
+            ),
             ("GROK2API_BACKEND__PREFIX".into(), prefix.clone()),
             ("GROK2API_SERVER__HOST".into(), "127.0.0.1".into()),
             ("GROK2API_APP__API_KEY".into(), API_KEY.into()),
@@ -92,12 +112,21 @@ impl Cluster {
             ("GROK2API_UPSTREAM__WS_URL".into(), sim.ws_url()),
             ("GROK2API_UPSTREAM__ASSETS_URL".into(), sim.base_url()),
             ("GROK2API_UPSTREAM__ACCOUNTS_URL".into(), sim.base_url()),
-            ("GROK2API_UPSTREAM__CHAT_TRANSPORT".into(), options.transport.into()),
+            (
+                "GROK2API_UPSTREAM__CHAT_TRANSPORT".into(),
+                options.transport.into(),
+            ),
             ("GROK2API_UPSTREAM__CONNECT_TIMEOUT_SECS".into(), "5".into()),
-            ("GROK2API_UPSTREAM__STREAM_IDLE_TIMEOUT_SECS".into(), "5".into()),
+            (
+                "GROK2API_UPSTREAM__STREAM_IDLE_TIMEOUT_SECS".into(),
+                "5".into(),
+            ),
             ("GROK2API_CHAT__TIMEOUT_SECS".into(), "30".into()),
             ("GROK2API_SECURITY__TOKEN_KEY".into(), TOKEN_KEY.into()),
-            ("GROK2API_LOG__LEVEL".into(), "info,grok2api=debug,gateway=debug,worker=debug,shared=debug".into()),
+            (
+                "GROK2API_LOG__LEVEL".into(),
+                "info,grok2api=debug,gateway=debug,worker=debug,shared=debug".into(),
+            ),
         ];
         let mut database = None;
         if shape == Shape::Distributed {
@@ -105,7 +134,10 @@ impl Cluster {
             create_database(&db).await;
             env.push(("GROK2API_BACKEND__QUEUE_URL".into(), amqp_url()));
             env.push(("GROK2API_BACKEND__REDIS_URL".into(), redis_url()));
-            env.push(("GROK2API_BACKEND__DATABASE_URL".into(), with_database(&postgres_admin_url(), &db)));
+            env.push((
+                "GROK2API_BACKEND__DATABASE_URL".into(),
+                with_database(&postgres_admin_url(), &db),
+            ));
             database = Some(db);
         }
         env.extend(options.extra_env.iter().cloned());
@@ -118,7 +150,10 @@ impl Cluster {
             log_dir,
             database,
             prefix,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
         };
         match shape {
             Shape::Embedded => {
@@ -133,7 +168,11 @@ impl Cluster {
                     .stderr(std::fs::File::create(cluster.log_dir.join("migrate.log")).unwrap())
                     .status()
                     .expect("migrate runs");
-                assert!(status.success(), "migrate failed; see {}", cluster.log_dir.display());
+                assert!(
+                    status.success(),
+                    "migrate failed; see {}",
+                    cluster.log_dir.display()
+                );
                 for i in 0..2 {
                     cluster.spawn(&format!("worker-{i}"), &["worker"], &env, None);
                 }
@@ -152,7 +191,11 @@ impl Cluster {
     fn spawn(&mut self, name: &str, args: &[&str], env: &[(String, String)], port: Option<u16>) {
         let log = std::fs::File::create(self.log_dir.join(format!("{name}.log"))).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_grok2api"));
-        cmd.args(args).envs(env.iter().cloned()).stdout(log.try_clone().unwrap()).stderr(log).stdin(Stdio::null());
+        cmd.args(args)
+            .envs(env.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
         if let Some(p) = port {
             cmd.env("GROK2API_SERVER__PORT", p.to_string());
             self.gateways.push(format!("http://127.0.0.1:{p}"));
@@ -170,10 +213,17 @@ impl Cluster {
             }
             for p in &mut self.processes {
                 if let Ok(Some(status)) = p.try_wait() {
-                    panic!("a process exited early ({status}); logs in {}", self.log_dir.display());
+                    panic!(
+                        "a process exited early ({status}); logs in {}",
+                        self.log_dir.display()
+                    );
                 }
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{base} not ready; logs in {}", self.log_dir.display());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{base} not ready; logs in {}",
+                self.log_dir.display()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -191,20 +241,43 @@ impl Cluster {
     /// Replaces the token set through the admin API.
     pub async fn set_tokens(&self, basic: &[&str], super_: &[&str]) {
         let body = json!({"ssoBasic": basic, "ssoSuper": super_});
-        let r = self.http.post(self.url("/v1/admin/tokens")).bearer_auth(ADMIN_KEY).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(self.url("/v1/admin/tokens"))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 
     /// Tokens as the admin API lists them, flattened, keyed by the original token's id.
     pub async fn tokens(&self) -> Vec<Value> {
-        let r = self.http.get(self.url("/v1/admin/tokens")).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        let r = self
+            .http
+            .get(self.url("/v1/admin/tokens"))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         let body: Value = r.json().await.unwrap();
-        body.as_object().unwrap().values().flat_map(|v| v.as_array().unwrap().clone()).collect()
+        body.as_object()
+            .unwrap()
+            .values()
+            .flat_map(|v| v.as_array().unwrap().clone())
+            .collect()
     }
 
     pub async fn chat(&self, gateway: usize, body: Value) -> reqwest::Response {
-        self.http.post(self.url_at(gateway, "/v1/chat/completions")).bearer_auth(API_KEY).json(&body).send().await.unwrap()
+        self.http
+            .post(self.url_at(gateway, "/v1/chat/completions"))
+            .bearer_auth(API_KEY)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// All log output of the cluster's processes.
@@ -227,7 +300,10 @@ impl Drop for Cluster {
             let prefix = self.prefix.clone();
             // Drop runs inside a test's runtime; clean up on a thread with its own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(cleanup(db, prefix));
             })
             .join();
@@ -237,23 +313,43 @@ impl Drop for Cluster {
 
 async fn create_database(db: &str) {
     use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.expect("postgres reachable");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut conn).await.unwrap();
+    let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+        .await
+        .expect("postgres reachable");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
 }
 
 /// Removes what a distributed cluster left behind: its database, queues and Redis keys.
 async fn cleanup(db: String, prefix: String) {
     use sqlx::Connection;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))).execute(&mut conn).await;
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {db} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
-    if let Ok(q) = shared::queue::rabbitmq::RabbitQueue::connect(&amqp_url(), &prefix, 3, Duration::from_secs(5)).await {
+    if let Ok(q) = shared::queue::rabbitmq::RabbitQueue::connect(
+        &amqp_url(),
+        &prefix,
+        3,
+        Duration::from_secs(5),
+    )
+    .await
+    {
         q.delete_all().await;
     }
     if let Ok(client) = redis::Client::open(redis_url())
         && let Ok(mut conn) = client.get_multiplexed_async_connection().await
     {
-        let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap_or_default();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut conn)
+            .await
+            .unwrap_or_default();
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
         }
@@ -265,7 +361,11 @@ pub async fn sse_data(response: reqwest::Response) -> Vec<String> {
     let text = response.text().await.unwrap();
     text.split("\n\n")
         .filter_map(|frame| {
-            let data: Vec<&str> = frame.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+            let data: Vec<&str> = frame
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
             (!data.is_empty()).then(|| data.join("\n"))
         })
         .collect()
@@ -276,7 +376,11 @@ pub fn stream_content(data: &[String]) -> String {
     data.iter()
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 

@@ -6,3 +6,4 @@
 mod admin;
 mod chat;
 mod harness;
+mod openai_client;

@@ -24,7 +24,12 @@ const MAX_NOTE_CHARS: usize = 200;
 const MAX_TOKENS: usize = 100_000;
 
 pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let records = state.backends.store.list_tokens().await.map_err(store_error)?;
+    let records = state
+        .backends
+        .store
+        .list_tokens()
+        .await
+        .map_err(store_error)?;
     let live: HashMap<String, TokenState> = match state.backends.pool.list().await {
         Ok(list) => list.into_iter().map(|t| (t.id.clone(), t)).collect(),
         Err(e) => {
@@ -51,9 +56,17 @@ fn view(r: &TokenRecord, live: Option<&TokenState>) -> Value {
             t.quota,
             r.use_count.max(t.use_count as i64),
             t.fail_count as i64,
-            (t.last_used_ms > 0).then_some(t.last_used_ms).or(r.last_used_at_ms),
+            (t.last_used_ms > 0)
+                .then_some(t.last_used_ms)
+                .or(r.last_used_at_ms),
         ),
-        None => (r.status, r.quota, r.use_count, r.fail_count, r.last_used_at_ms),
+        None => (
+            r.status,
+            r.quota,
+            r.use_count,
+            r.fail_count,
+            r.last_used_at_ms,
+        ),
     };
     json!({
         "id": r.id,
@@ -73,10 +86,17 @@ fn view(r: &TokenRecord, live: Option<&TokenState>) -> Value {
     })
 }
 
-pub async fn replace(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    let pools = body
-        .as_object()
-        .ok_or_else(|| ApiError::invalid("body", "invalid_body", "Body must be an object of pool name to token list"))?;
+pub async fn replace(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    let pools = body.as_object().ok_or_else(|| {
+        ApiError::invalid(
+            "body",
+            "invalid_body",
+            "Body must be an object of pool name to token list",
+        )
+    })?;
     let existing: HashMap<String, TokenRecord> = state
         .backends
         .store
@@ -90,12 +110,24 @@ pub async fn replace(State(state): State<AppState>, JsonBody(body): JsonBody) ->
     let mut next: BTreeMap<String, TokenRecord> = BTreeMap::new();
     for (pool, entries) in pools {
         if pool.is_empty() || pool.len() > 64 {
-            return Err(ApiError::invalid("body", "invalid_pool", "Pool names are 1 to 64 characters"));
+            return Err(ApiError::invalid(
+                "body",
+                "invalid_pool",
+                "Pool names are 1 to 64 characters",
+            ));
         }
-        let entries = entries
-            .as_array()
-            .ok_or_else(|| ApiError::invalid(pool.as_str(), "invalid_value", "Each pool must be a list of tokens"))?;
-        let default_quota = if pool == "ssoBasic" { defaults.basic_quota } else { defaults.super_quota };
+        let entries = entries.as_array().ok_or_else(|| {
+            ApiError::invalid(
+                pool.as_str(),
+                "invalid_value",
+                "Each pool must be a list of tokens",
+            )
+        })?;
+        let default_quota = if pool == "ssoBasic" {
+            defaults.basic_quota
+        } else {
+            defaults.super_quota
+        };
         for (i, entry) in entries.iter().enumerate() {
             let at = format!("{pool}.{i}");
             let record = entry_record(entry, pool, default_quota, &existing, &at)?;
@@ -103,13 +135,24 @@ pub async fn replace(State(state): State<AppState>, JsonBody(body): JsonBody) ->
         }
     }
     if next.len() > MAX_TOKENS {
-        return Err(ApiError::invalid("body", "too_many_tokens", format!("At most {MAX_TOKENS} tokens")));
+        return Err(ApiError::invalid(
+            "body",
+            "too_many_tokens",
+            format!("At most {MAX_TOKENS} tokens"),
+        ));
     }
     let records: Vec<TokenRecord> = next.into_values().collect();
-    state.backends.store.replace_tokens(&records).await.map_err(store_error)?;
+    state
+        .backends
+        .store
+        .replace_tokens(&records)
+        .await
+        .map_err(store_error)?;
     sync_pool(&state).await?;
     tracing::info!(count = records.len(), "token set replaced");
-    Ok(Json(json!({"status": "success", "message": "Tokens updated", "count": records.len()})))
+    Ok(Json(
+        json!({"status": "success", "message": "Tokens updated", "count": records.len()}),
+    ))
 }
 
 /// Pushes the stored token set into the live pool.
@@ -122,24 +165,56 @@ async fn sync_pool(state: &AppState) -> Result<(), ApiError> {
 
 /// Builds the record for one posted entry: a token string, or an object with `token` or
 /// `id` plus optional fields.
-fn entry_record(entry: &Value, pool: &str, default_quota: i64, existing: &HashMap<String, TokenRecord>, at: &str) -> Result<TokenRecord, ApiError> {
+fn entry_record(
+    entry: &Value,
+    pool: &str,
+    default_quota: i64,
+    existing: &HashMap<String, TokenRecord>,
+    at: &str,
+) -> Result<TokenRecord, ApiError> {
     let empty = Map::new();
     let (raw, fields) = match entry {
         Value::String(s) => (Some(s.as_str()), &empty),
         Value::Object(o) => (o.get("token").and_then(Value::as_str), o),
-        _ => return Err(ApiError::invalid(at, "invalid_value", "A token entry is a string or an object")),
+        _ => {
+            return Err(ApiError::invalid(
+                at,
+                "invalid_value",
+                "A token entry is a string or an object",
+            ));
+        }
     };
-    let token = raw.map(normalize).filter(|t| !t.is_empty() && !t.contains('…'));
+    let token = raw
+        .map(normalize)
+        .filter(|t| !t.is_empty() && !t.contains('…'));
     let id = match (&token, fields.get("id").and_then(Value::as_str)) {
         (Some(t), _) => token_id(t),
         (None, Some(id)) if existing.contains_key(id) => id.to_owned(),
-        (None, Some(_)) => return Err(ApiError::invalid(format!("{at}.id"), "unknown_token", "No stored token has this id")),
-        (None, None) => return Err(ApiError::invalid(format!("{at}.token"), "missing_token", "Each entry needs a token or the id of a stored one")),
+        (None, Some(_)) => {
+            return Err(ApiError::invalid(
+                format!("{at}.id"),
+                "unknown_token",
+                "No stored token has this id",
+            ));
+        }
+        (None, None) => {
+            return Err(ApiError::invalid(
+                format!("{at}.token"),
+                "missing_token",
+                "Each entry needs a token or the id of a stored one",
+            ));
+        }
     };
     if let Some(t) = &token
-        && (t.len() > 8192 || t.chars().any(|c| c.is_control() || c == ';' || c.is_whitespace()))
+        && (t.len() > 8192
+            || t.chars()
+                .any(|c| c.is_control() || c == ';' || c.is_whitespace()))
     {
-        return Err(ApiError::invalid(format!("{at}.token"), "invalid_token", "Tokens are single cookie values"));
+        return Err(ApiError::invalid(
+            format!("{at}.token"),
+            "invalid_token",
+            "Tokens are single cookie values",
+        ));
     }
     let mut record = match existing.get(&id) {
         Some(r) => r.clone(),
@@ -161,24 +236,46 @@ fn entry_record(entry: &Value, pool: &str, default_quota: i64, existing: &HashMa
     };
     record.pool = pool.to_owned();
     if let Some(v) = fields.get("status").filter(|v| !v.is_null()) {
-        record.status = v
-            .as_str()
-            .and_then(TokenStatus::parse)
-            .ok_or_else(|| ApiError::invalid(format!("{at}.status"), "invalid_status", "status is active, cooling, invalid or disabled"))?;
+        record.status = v.as_str().and_then(TokenStatus::parse).ok_or_else(|| {
+            ApiError::invalid(
+                format!("{at}.status"),
+                "invalid_status",
+                "status is active, cooling, invalid or disabled",
+            )
+        })?;
     }
     if let Some(v) = fields.get("quota").filter(|v| !v.is_null()) {
         record.quota = v
             .as_i64()
             .filter(|q| (0..=1_000_000).contains(q))
-            .ok_or_else(|| ApiError::invalid(format!("{at}.quota"), "invalid_quota", "quota is a whole number from 0 to 1000000"))?;
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{at}.quota"),
+                    "invalid_quota",
+                    "quota is a whole number from 0 to 1000000",
+                )
+            })?;
     }
     if let Some(v) = fields.get("note").filter(|v| !v.is_null()) {
-        let note = v.as_str().ok_or_else(|| ApiError::invalid(format!("{at}.note"), "invalid_note", "note is a string"))?;
+        let note = v.as_str().ok_or_else(|| {
+            ApiError::invalid(format!("{at}.note"), "invalid_note", "note is a string")
+        })?;
         record.note = note.chars().take(MAX_NOTE_CHARS).collect();
     }
     if let Some(v) = fields.get("tags").filter(|v| !v.is_null()) {
-        let tags = v.as_array().ok_or_else(|| ApiError::invalid(format!("{at}.tags"), "invalid_tags", "tags is a list of strings"))?;
-        record.tags = tags.iter().filter_map(Value::as_str).map(|t| t.chars().take(64).collect()).take(32).collect();
+        let tags = v.as_array().ok_or_else(|| {
+            ApiError::invalid(
+                format!("{at}.tags"),
+                "invalid_tags",
+                "tags is a list of strings",
+            )
+        })?;
+        record.tags = tags
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|t| t.chars().take(64).collect())
+            .take(32)
+            .collect();
     }
     Ok(record)
 }
@@ -205,15 +302,48 @@ mod tests {
         assert_eq!(r.token.expose(), "abc.def");
         assert_eq!(r.id, token_id("abc.def"));
         assert_eq!((r.quota, r.status), (80, TokenStatus::Active));
-        let r2 = entry_record(&json!({"token": "abc.def", "note": "n", "quota": 5, "status": "expired"}), "ssoSuper", 140, &existing, "p.0").unwrap();
-        assert_eq!((r2.quota, r2.status, r2.note.as_str(), r2.pool.as_str()), (5, TokenStatus::Invalid, "n", "ssoSuper"));
+        let r2 = entry_record(
+            &json!({"token": "abc.def", "note": "n", "quota": 5, "status": "expired"}),
+            "ssoSuper",
+            140,
+            &existing,
+            "p.0",
+        )
+        .unwrap();
+        assert_eq!(
+            (r2.quota, r2.status, r2.note.as_str(), r2.pool.as_str()),
+            (5, TokenStatus::Invalid, "n", "ssoSuper")
+        );
         let existing = HashMap::from([(r.id.clone(), r.clone())]);
-        let kept = entry_record(&json!({"id": r.id, "token": "abc…def"}), "ssoSuper", 140, &existing, "p.0").unwrap();
+        let kept = entry_record(
+            &json!({"id": r.id, "token": "abc…def"}),
+            "ssoSuper",
+            140,
+            &existing,
+            "p.0",
+        )
+        .unwrap();
         assert_eq!(kept.token.expose(), "abc.def");
         assert_eq!(kept.pool, "ssoSuper");
-        let e = entry_record(&json!({"id": "nope"}), "ssoBasic", 80, &existing, "ssoBasic.3").unwrap_err();
+        let e = entry_record(
+            &json!({"id": "nope"}),
+            "ssoBasic",
+            80,
+            &existing,
+            "ssoBasic.3",
+        )
+        .unwrap_err();
         assert_eq!(e.param.as_deref(), Some("ssoBasic.3.id"));
         assert!(entry_record(&json!("a b"), "ssoBasic", 80, &existing, "p").is_err());
-        assert!(entry_record(&json!({"token": "x", "quota": -1}), "ssoBasic", 80, &existing, "p").is_err());
+        assert!(
+            entry_record(
+                &json!({"token": "x", "quota": -1}),
+                "ssoBasic",
+                80,
+                &existing,
+                "p"
+            )
+            .is_err()
+        );
     }
 }

@@ -30,14 +30,20 @@ use wire::ChunkWriter;
 /// SSE events buffered per stream; a client slower than this applies backpressure to the feed.
 const STREAM_BUFFER: usize = 64;
 
-pub async fn completions(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+pub async fn completions(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     let input = validate::validate(&body)?;
     let want_reasoning = match &input.reasoning_effort {
         None => state.config.app.thinking,
         Some(effort) => effort != "none",
     };
     let timeout = Duration::from_secs(state.config.chat.timeout_secs);
-    let job = JobEnvelope::new(JobPayload::Chat(chat_job(&input, want_reasoning)), now_ms() + timeout.as_millis() as i64);
+    let job = JobEnvelope::new(
+        JobPayload::Chat(chat_job(&input, want_reasoning)),
+        now_ms() + timeout.as_millis() as i64,
+    );
     let mut feed = submit(&state, &job, timeout).await?;
     let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job.id);
 
@@ -66,7 +72,8 @@ pub async fn completions(State(state): State<AppState>, JsonBody(body): JsonBody
             id: format!("chatcmpl-{}", job.id.simple()),
             created: now_secs(),
             model: input.model.id.to_owned(),
-            reasoning_field: want_reasoning && state.config.app.reasoning_format == ReasoningFormat::ReasoningContent,
+            reasoning_field: want_reasoning
+                && state.config.app.reasoning_format == ReasoningFormat::ReasoningContent,
         };
         collect_response(feed, first, &meta, guard).await?
     };
@@ -105,7 +112,12 @@ struct CompletionMeta {
 
 /// Collects the whole answer. A redelivered job simply starts over: the caller has seen
 /// nothing yet.
-async fn collect_response(mut feed: EventFeed, first: JobEvent, meta: &CompletionMeta, mut guard: CancelOnDrop) -> Result<Response, ApiError> {
+async fn collect_response(
+    mut feed: EventFeed,
+    first: JobEvent,
+    meta: &CompletionMeta,
+    mut guard: CancelOnDrop,
+) -> Result<Response, ApiError> {
     let (mut text, mut reasoning) = (String::new(), String::new());
     let mut attempt = first.attempt;
     let mut next = Some(Ok(first));
@@ -121,8 +133,16 @@ async fn collect_response(mut feed: EventFeed, first: JobEvent, meta: &Completio
             EventBody::Reasoning { text: t } => reasoning.push_str(&t),
             EventBody::Done { finish_reason, .. } => {
                 guard.disarm();
-                let reasoning = (meta.reasoning_field && !reasoning.is_empty()).then_some(reasoning.as_str());
-                let body = wire::completion(&meta.id, meta.created, &meta.model, &text, reasoning, &finish_reason);
+                let reasoning =
+                    (meta.reasoning_field && !reasoning.is_empty()).then_some(reasoning.as_str());
+                let body = wire::completion(
+                    &meta.id,
+                    meta.created,
+                    &meta.model,
+                    &text,
+                    reasoning,
+                    &finish_reason,
+                );
                 return Ok(axum::Json(body).into_response());
             }
             EventBody::Error(e) => {
@@ -138,18 +158,33 @@ async fn collect_response(mut feed: EventFeed, first: JobEvent, meta: &Completio
 
 /// Streams chunks from a task that follows the feed; the channel between them is bounded,
 /// and when the client disconnects the task ends and the job is cancelled.
-fn stream_response(state: AppState, feed: EventFeed, first: JobEvent, writer: ChunkWriter, guard: CancelOnDrop) -> Response {
+fn stream_response(
+    state: AppState,
+    feed: EventFeed,
+    first: JobEvent,
+    writer: ChunkWriter,
+    guard: CancelOnDrop,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
     tokio::spawn(pump(state, feed, first, writer, guard, tx));
     let stream = ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 fn data(value: &Value) -> Event {
     Event::default().data(value.to_string())
 }
 
-async fn pump(state: AppState, mut feed: EventFeed, first: JobEvent, mut writer: ChunkWriter, mut guard: CancelOnDrop, tx: mpsc::Sender<Event>) {
+async fn pump(
+    state: AppState,
+    mut feed: EventFeed,
+    first: JobEvent,
+    mut writer: ChunkWriter,
+    mut guard: CancelOnDrop,
+    tx: mpsc::Sender<Event>,
+) {
     let attempt = first.attempt;
     let mut text_sent = false;
     if tx.send(data(&writer.role())).await.is_err() {
@@ -160,12 +195,18 @@ async fn pump(state: AppState, mut feed: EventFeed, first: JobEvent, mut writer:
         let mut out: Vec<Value> = Vec::new();
         let mut end: Option<JobError> = None;
         match item {
-            Err(FeedError::Timeout) => end = Some(JobError::new(504, "timeout", "The request timed out")),
+            Err(FeedError::Timeout) => {
+                end = Some(JobError::new(504, "timeout", "The request timed out"))
+            }
             Ok(ev) if ev.attempt != attempt && text_sent => {
                 // A redelivered job would produce a different answer; splicing it onto what
                 // the caller already has would be worse than saying so.
                 tracing::warn!(job_id = %feed.job_id(), "job redelivered after partial output");
-                end = Some(JobError::new(502, "stream_interrupted", "The answer was interrupted; please retry"));
+                end = Some(JobError::new(
+                    502,
+                    "stream_interrupted",
+                    "The answer was interrupted; please retry",
+                ));
             }
             Ok(ev) => match ev.body {
                 EventBody::Delta { text } => {
@@ -181,7 +222,9 @@ async fn pump(state: AppState, mut feed: EventFeed, first: JobEvent, mut writer:
                     out.extend(writer.finish(&finish_reason));
                 }
                 EventBody::Error(e) => end = Some(e),
-                EventBody::Started { .. } | EventBody::Progress { .. } | EventBody::Usage { .. } => {}
+                EventBody::Started { .. }
+                | EventBody::Progress { .. }
+                | EventBody::Usage { .. } => {}
             },
         }
         for chunk in &out {

@@ -15,8 +15,21 @@ pub struct ChunkWriter {
 }
 
 impl ChunkWriter {
-    pub fn new(id: String, created: i64, model: &str, format: ReasoningFormat, want_reasoning: bool) -> Self {
-        Self { id, created, model: model.to_owned(), format, want_reasoning, think_open: false }
+    pub fn new(
+        id: String,
+        created: i64,
+        model: &str,
+        format: ReasoningFormat,
+        want_reasoning: bool,
+    ) -> Self {
+        Self {
+            id,
+            created,
+            model: model.to_owned(),
+            format,
+            want_reasoning,
+            think_open: false,
+        }
     }
 
     fn chunk(&self, delta: Value, finish_reason: Option<&str>) -> Value {
@@ -40,9 +53,15 @@ impl ChunkWriter {
             return None;
         }
         Some(match self.format {
-            ReasoningFormat::ReasoningContent => self.chunk(json!({"reasoning_content": text}), None),
+            ReasoningFormat::ReasoningContent => {
+                self.chunk(json!({"reasoning_content": text}), None)
+            }
             ReasoningFormat::ThinkTags => {
-                let content = if self.think_open { text.to_owned() } else { format!("<think>\n{text}") };
+                let content = if self.think_open {
+                    text.to_owned()
+                } else {
+                    format!("<think>\n{text}")
+                };
                 self.think_open = true;
                 self.chunk(json!({"content": content}), None)
             }
@@ -53,7 +72,11 @@ impl ChunkWriter {
         if text.is_empty() {
             return None;
         }
-        let content = if self.think_open { format!("\n</think>\n{text}") } else { text.to_owned() };
+        let content = if self.think_open {
+            format!("\n</think>\n{text}")
+        } else {
+            text.to_owned()
+        };
         self.think_open = false;
         Some(self.chunk(json!({"content": content}), None))
     }
@@ -80,8 +103,16 @@ pub fn empty_usage() -> Value {
 }
 
 /// The non-streaming `chat.completion`.
-pub fn completion(id: &str, created: i64, model: &str, content: &str, reasoning: Option<&str>, finish_reason: &str) -> Value {
-    let mut message = json!({"role": "assistant", "content": content, "refusal": null, "annotations": []});
+pub fn completion(
+    id: &str,
+    created: i64,
+    model: &str,
+    content: &str,
+    reasoning: Option<&str>,
+    finish_reason: &str,
+) -> Value {
+    let mut message =
+        json!({"role": "assistant", "content": content, "refusal": null, "annotations": []});
     if let Some(r) = reasoning {
         message["reasoning_content"] = Value::from(r);
     }
@@ -120,7 +151,10 @@ mod tests {
     #[test]
     fn reasoning_content_and_hidden_reasoning() {
         let mut w = ChunkWriter::new("c".into(), 1, "m", ReasoningFormat::ReasoningContent, true);
-        assert_eq!(w.reasoning("r").unwrap()["choices"][0]["delta"]["reasoning_content"], "r");
+        assert_eq!(
+            w.reasoning("r").unwrap()["choices"][0]["delta"]["reasoning_content"],
+            "r"
+        );
         assert_eq!(content(&w.text("t").unwrap()), "t");
         let mut hidden = ChunkWriter::new("c".into(), 1, "m", ReasoningFormat::ThinkTags, false);
         assert!(hidden.reasoning("r").is_none());
