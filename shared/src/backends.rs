@@ -41,7 +41,10 @@ impl Backends {
             .context("connecting the store")?;
         let prefix = &config.backend.prefix;
         let queue: Arc<dyn JobQueue> = if config.backend.queue_url.is_empty() {
-            Arc::new(MemoryQueue::new(config.queue.capacity, config.queue.delivery_limit))
+            Arc::new(MemoryQueue::new(
+                config.queue.capacity,
+                config.queue.delivery_limit,
+            ))
         } else {
             Arc::new(
                 RabbitQueue::connect(
@@ -56,16 +59,34 @@ impl Backends {
         };
         let replay_ttl = Duration::from_secs(config.bus.replay_ttl_secs);
         let settings = pool_settings(config);
-        let (bus, pool): (Arc<dyn EventBus>, Arc<dyn TokenPool>) = if config.backend.redis_url.is_empty() {
-            (Arc::new(MemoryBus::new(config.bus.replay_max_events, replay_ttl)), Arc::new(MemoryPool::new(settings)))
-        } else {
-            let url = config.backend.redis_url.expose();
-            (
-                Arc::new(RedisBus::connect(url, prefix, config.bus.replay_max_events, replay_ttl).await.context("connecting Redis (event bus)")?),
-                Arc::new(RedisPool::connect(url, settings).await.context("connecting Redis (token pool)")?),
-            )
-        };
-        Ok(Backends { queue, bus, pool, store, cipher })
+        let (bus, pool): (Arc<dyn EventBus>, Arc<dyn TokenPool>) =
+            if config.backend.redis_url.is_empty() {
+                (
+                    Arc::new(MemoryBus::new(config.bus.replay_max_events, replay_ttl)),
+                    Arc::new(MemoryPool::new(settings)),
+                )
+            } else {
+                let url = config.backend.redis_url.expose();
+                (
+                    Arc::new(
+                        RedisBus::connect(url, prefix, config.bus.replay_max_events, replay_ttl)
+                            .await
+                            .context("connecting Redis (event bus)")?,
+                    ),
+                    Arc::new(
+                        RedisPool::connect(url, settings)
+                            .await
+                            .context("connecting Redis (token pool)")?,
+                    ),
+                )
+            };
+        Ok(Backends {
+            queue,
+            bus,
+            pool,
+            store,
+            cipher,
+        })
     }
 
     /// True when every backend is a distributed one, so several processes can share them.
@@ -88,15 +109,20 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
 pub fn token_cipher(config: &Config) -> anyhow::Result<TokenCipher> {
     let previous = &config.security.previous_token_keys;
     if !config.security.token_key.is_empty() {
-        return TokenCipher::new(&config.security.token_key, previous).context("security.token_key");
+        return TokenCipher::new(&config.security.token_key, previous)
+            .context("security.token_key");
     }
     let path = config.backend.data_dir.join("token.key");
     if path.exists() {
-        let key = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        return TokenCipher::new(&Secret::new(key.trim()), previous).with_context(|| format!("key in {}", path.display()));
+        let key = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        return TokenCipher::new(&Secret::new(key.trim()), previous)
+            .with_context(|| format!("key in {}", path.display()));
     }
     if !config.database_url().starts_with("sqlite:") {
-        bail!("security.token_key is required with a shared database (generate one with `grok2api keygen`)");
+        bail!(
+            "security.token_key is required with a shared database (generate one with `grok2api keygen`)"
+        );
     }
     let key = generate_key();
     write_private(&path, &key)?;
@@ -114,7 +140,9 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     use std::io::Write;
-    let mut file = options.open(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
     file.write_all(contents.as_bytes())?;
     Ok(())
 }

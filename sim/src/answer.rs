@@ -35,12 +35,12 @@ fn words_marker(prompt: &str) -> Option<usize> {
     while let Some(start) = rest.find(OPEN) {
         let after = &rest[start + OPEN.len()..];
         let digits = after.len() - after.trim_start_matches(|c: char| c.is_ascii_digit()).len();
-        if digits > 0 && after[digits..].starts_with("]]") {
-            if let Ok(count) = after[..digits].parse::<usize>()
-                && count <= MAX_WORDS
-            {
-                return Some(count);
-            }
+        if digits > 0
+            && after[digits..].starts_with("]]")
+            && let Ok(count) = after[..digits].parse::<usize>()
+            && count <= MAX_WORDS
+        {
+            return Some(count);
         }
         rest = after;
     }

@@ -26,12 +26,20 @@ const COALESCE_MAX_BYTES: usize = 4096;
 enum TryEnd {
     Completed,
     Cancelled,
-    Failed { error: UpstreamError, output_sent: bool },
+    Failed {
+        error: UpstreamError,
+        output_sent: bool,
+    },
     /// The job itself is unusable (a bad attachment); no account is to blame.
     Rejected(JobError),
 }
 
-pub async fn run(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, attempt: u32) -> Disposition {
+pub async fn run(
+    worker: &Worker,
+    envelope: &JobEnvelope,
+    job: &ChatJob,
+    attempt: u32,
+) -> Disposition {
     let mut publisher = EventPublisher::new(worker.backends.bus.clone(), envelope.id, attempt);
     match run_tries(worker, envelope, job, &mut publisher).await {
         Ok(()) => Disposition::Ack,
@@ -44,10 +52,21 @@ pub async fn run(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, attempt
     }
 }
 
-async fn run_tries(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, publisher: &mut EventPublisher) -> Result<(), shared::bus::BusError> {
+async fn run_tries(
+    worker: &Worker,
+    envelope: &JobEnvelope,
+    job: &ChatJob,
+    publisher: &mut EventPublisher,
+) -> Result<(), shared::bus::BusError> {
     let bus = &worker.backends.bus;
     if now_ms() > envelope.deadline_ms {
-        return publisher.error(JobError::new(504, "timeout", "The request expired before a worker could take it")).await;
+        return publisher
+            .error(JobError::new(
+                504,
+                "timeout",
+                "The request expired before a worker could take it",
+            ))
+            .await;
     }
     if bus.is_cancelled(envelope.id).await.unwrap_or(false) {
         tracing::debug!(job_id = %envelope.id, "job cancelled before start");
@@ -72,7 +91,12 @@ async fn run_tries(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, publi
             }
             Err(e) => {
                 tracing::error!(error = %e, "token pool unavailable");
-                return publisher.error(JobError::new(503, "service_unavailable", "The token pool is unavailable").with_retry_after(2)).await;
+                return publisher
+                    .error(
+                        JobError::new(503, "service_unavailable", "The token pool is unavailable")
+                            .with_retry_after(2),
+                    )
+                    .await;
             }
         };
         exclude.push(lease.token_id.clone());
@@ -87,7 +111,9 @@ async fn run_tries(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, publi
         let end = try_once(worker, envelope, job, &token, publisher).await?;
         match end {
             TryEnd::Completed => {
-                worker.settle(&lease, Settlement::Success { cost: job.cost }).await;
+                worker
+                    .settle(&lease, Settlement::Success { cost: job.cost })
+                    .await;
                 return Ok(());
             }
             TryEnd::Rejected(error) => {
@@ -109,21 +135,49 @@ async fn run_tries(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, publi
             }
         }
     }
-    let error = last_error.map(|e| caller_error(&e)).unwrap_or_else(|| no_token_error(None));
+    let error = last_error
+        .map(|e| caller_error(&e))
+        .unwrap_or_else(|| no_token_error(None));
     publisher.error(error).await
 }
 
 /// One upstream call with one account, relayed as events.
-async fn try_once(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, token: &Secret, publisher: &mut EventPublisher) -> Result<TryEnd, shared::bus::BusError> {
+async fn try_once(
+    worker: &Worker,
+    envelope: &JobEnvelope,
+    job: &ChatJob,
+    token: &Secret,
+    publisher: &mut EventPublisher,
+) -> Result<TryEnd, shared::bus::BusError> {
     let mut file_ids = Vec::with_capacity(job.attachments.len());
     for uri in &job.attachments {
         let attachment = match decode_data_uri(uri) {
             Ok(a) => a,
-            Err(message) => return Ok(TryEnd::Rejected(JobError::new(400, "invalid_media", message))),
+            Err(message) => {
+                return Ok(TryEnd::Rejected(JobError::new(
+                    400,
+                    "invalid_media",
+                    message,
+                )));
+            }
         };
-        match worker.upstream.upload(token, &attachment.file_name, &attachment.mime, attachment.bytes).await {
+        match worker
+            .upstream
+            .upload(
+                token,
+                &attachment.file_name,
+                &attachment.mime,
+                attachment.bytes,
+            )
+            .await
+        {
             Ok(id) => file_ids.push(id),
-            Err(error) => return Ok(TryEnd::Failed { error, output_sent: false }),
+            Err(error) => {
+                return Ok(TryEnd::Failed {
+                    error,
+                    output_sent: false,
+                });
+            }
         }
     }
     let request = ChatRequest {
@@ -138,13 +192,25 @@ async fn try_once(worker: &Worker, envelope: &JobEnvelope, job: &ChatJob, token:
     };
     let mut stream = match worker.upstream.chat(token, &request).await {
         Ok(s) => s,
-        Err(error) => return Ok(TryEnd::Failed { error, output_sent: false }),
+        Err(error) => {
+            return Ok(TryEnd::Failed {
+                error,
+                output_sent: false,
+            });
+        }
     };
     let mut coalescer = Coalescer::new(COALESCE_WINDOW, COALESCE_MAX_BYTES);
-    let mut relay = Relay { publisher, started: false, response_id: None, output_sent: false, text_seen: false };
+    let mut relay = Relay {
+        publisher,
+        started: false,
+        response_id: None,
+        output_sent: false,
+        text_seen: false,
+    };
     let mut cancel_poll = tokio::time::interval(CANCEL_POLL);
     cancel_poll.tick().await;
-    let deadline = Instant::now() + Duration::from_millis((envelope.deadline_ms - now_ms()).max(0) as u64);
+    let deadline =
+        Instant::now() + Duration::from_millis((envelope.deadline_ms - now_ms()).max(0) as u64);
     loop {
         let flush_at = coalescer.due();
         tokio::select! {
@@ -225,7 +291,11 @@ impl Relay<'_> {
             if !self.started {
                 // Started goes out with the first output, so anything that fails before
                 // that still reaches the caller as a plain HTTP error.
-                self.publisher.publish(EventBody::Started { response_id: self.response_id.clone() }).await?;
+                self.publisher
+                    .publish(EventBody::Started {
+                        response_id: self.response_id.clone(),
+                    })
+                    .await?;
                 self.started = true;
             }
             self.output_sent = true;
@@ -241,7 +311,9 @@ impl Relay<'_> {
 
 fn settlement_for(error: &UpstreamError) -> Settlement {
     match &error.kind {
-        UpstreamErrorKind::RateLimited { retry_after } => Settlement::RateLimited { retry_after: *retry_after },
+        UpstreamErrorKind::RateLimited { retry_after } => Settlement::RateLimited {
+            retry_after: *retry_after,
+        },
         UpstreamErrorKind::Unauthorized => Settlement::Unauthorized,
         UpstreamErrorKind::Blocked => Settlement::Blocked,
         _ => Settlement::Released,
@@ -250,13 +322,21 @@ fn settlement_for(error: &UpstreamError) -> Settlement {
 
 /// Failures that say something about the account or the moment, not about the request.
 fn worth_another_account(kind: &UpstreamErrorKind) -> bool {
-    !matches!(kind, UpstreamErrorKind::BadRequest | UpstreamErrorKind::Forbidden)
+    !matches!(
+        kind,
+        UpstreamErrorKind::BadRequest | UpstreamErrorKind::Forbidden
+    )
 }
 
 fn no_token_error(retry_after: Option<Duration>) -> JobError {
     // With nothing cooling, nothing comes back by itself: suggest a modest wait anyway.
     let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(60);
-    JobError::new(429, "rate_limit_exceeded", "No available tokens. Please try again later.").with_retry_after(secs)
+    JobError::new(
+        429,
+        "rate_limit_exceeded",
+        "No available tokens. Please try again later.",
+    )
+    .with_retry_after(secs)
 }
 
 /// What the caller is told about an upstream failure.
@@ -264,15 +344,34 @@ fn caller_error(error: &UpstreamError) -> JobError {
     match &error.kind {
         UpstreamErrorKind::RateLimited { retry_after } => {
             let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(60);
-            JobError::new(429, "rate_limit_exceeded", "Every available account is rate limited. Please try again later.").with_retry_after(secs)
+            JobError::new(
+                429,
+                "rate_limit_exceeded",
+                "Every available account is rate limited. Please try again later.",
+            )
+            .with_retry_after(secs)
         }
-        UpstreamErrorKind::Timeout => JobError::new(504, "upstream_timeout", "The upstream did not answer in time"),
-        UpstreamErrorKind::AntiBot => JobError::new(502, "upstream_challenge", "The upstream's anti-bot check refused the request"),
-        UpstreamErrorKind::BadRequest => JobError::new(502, "upstream_error", "The upstream rejected the request"),
+        UpstreamErrorKind::Timeout => JobError::new(
+            504,
+            "upstream_timeout",
+            "The upstream did not answer in time",
+        ),
+        UpstreamErrorKind::AntiBot => JobError::new(
+            502,
+            "upstream_challenge",
+            "The upstream's anti-bot check refused the request",
+        ),
+        UpstreamErrorKind::BadRequest => {
+            JobError::new(502, "upstream_error", "The upstream rejected the request")
+        }
         UpstreamErrorKind::Unauthorized | UpstreamErrorKind::Blocked => {
             JobError::new(502, "upstream_error", "The upstream rejected the account")
         }
-        _ => JobError::new(502, "upstream_error", format!("Upstream error: {}", error.message)),
+        _ => JobError::new(
+            502,
+            "upstream_error",
+            format!("Upstream error: {}", error.message),
+        ),
     }
 }
 
@@ -295,12 +394,19 @@ impl Worker {
                     last_used_at_ms: (state.last_used_ms > 0).then_some(state.last_used_ms),
                     last_fail_reason: None,
                 };
-                if let Err(e) = self.backends.store.update_token_runtime(&state.id, &runtime).await {
+                if let Err(e) = self
+                    .backends
+                    .store
+                    .update_token_runtime(&state.id, &runtime)
+                    .await
+                {
                     tracing::warn!(error = %e, "could not record token state");
                 }
             }
             Ok(Some(_)) => {}
-            Ok(None) => tracing::warn!(token_id = %short(&lease.token_id), "lease had expired before it was settled"),
+            Ok(None) => {
+                tracing::warn!(token_id = %short(&lease.token_id), "lease had expired before it was settled")
+            }
             Err(e) => tracing::warn!(error = %e, "could not settle lease; it expires on its own"),
         }
     }

@@ -43,7 +43,11 @@ const DRAIN_GRACE: Duration = Duration::from_secs(25);
 impl Worker {
     pub fn new(config: Arc<Config>, backends: Backends) -> anyhow::Result<Arc<Self>> {
         let upstream = UpstreamClient::new(&config.upstream)?;
-        Ok(Arc::new(Self { config, backends, upstream }))
+        Ok(Arc::new(Self {
+            config,
+            backends,
+            upstream,
+        }))
     }
 
     /// Consumes until `shutdown`, then drains in-flight jobs within the grace period.
@@ -56,22 +60,35 @@ impl Worker {
         let mut loops = Vec::new();
         for (kind, concurrency) in consumers {
             let (worker, tracker, shutdown) = (self.clone(), tracker.clone(), shutdown.clone());
-            loops.push(tokio::spawn(async move { worker.consume(kind, concurrency, tracker, shutdown).await }));
+            loops.push(tokio::spawn(async move {
+                worker.consume(kind, concurrency, tracker, shutdown).await
+            }));
         }
         let (worker, dead_shutdown) = (self.clone(), shutdown.clone());
-        loops.push(tokio::spawn(async move { worker.consume_dead(dead_shutdown).await }));
+        loops.push(tokio::spawn(async move {
+            worker.consume_dead(dead_shutdown).await
+        }));
         tracing::info!("worker consuming");
         for l in loops {
             let _ = l.await;
         }
         tracker.close();
-        if tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("drain grace period over with jobs still running");
         }
         tracing::info!("worker stopped");
     }
 
-    async fn consume(self: Arc<Self>, kind: JobKind, concurrency: usize, tracker: TaskTracker, shutdown: CancellationToken) {
+    async fn consume(
+        self: Arc<Self>,
+        kind: JobKind,
+        concurrency: usize,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) {
         let permits = Arc::new(Semaphore::new(concurrency));
         let prefetch = u16::try_from(concurrency).unwrap_or(u16::MAX);
         while !shutdown.is_cancelled() {
@@ -121,10 +138,15 @@ impl Worker {
     /// Runs one delivery's handler in its own task, so a panic hands the job back instead of
     /// leaving the delivery unsettled.
     async fn handle(self: Arc<Self>, delivery: Delivery) {
-        let Delivery { job, delivery_count, acker } = delivery;
+        let Delivery {
+            job,
+            delivery_count,
+            acker,
+        } = delivery;
         let job_id = job.id;
         let worker = self.clone();
-        let outcome = tokio::spawn(async move { worker.dispatch(&job, delivery_count).await }).await;
+        let outcome =
+            tokio::spawn(async move { worker.dispatch(&job, delivery_count).await }).await;
         let disposition = outcome.unwrap_or_else(|e| {
             tracing::error!(%job_id, error = %e, "job handler panicked");
             Disposition::Retry
@@ -177,7 +199,11 @@ impl Worker {
                     // Past every real attempt, so a caller's feed takes it as the last word.
                     attempt: u32::MAX,
                     seq: 1,
-                    body: EventBody::Error(JobError::new(500, "job_failed", "The job failed repeatedly and was abandoned")),
+                    body: EventBody::Error(JobError::new(
+                        500,
+                        "job_failed",
+                        "The job failed repeatedly and was abandoned",
+                    )),
                 };
                 let settled = match self.backends.bus.publish(&event).await {
                     Ok(()) => delivery.acker.ack().await,

@@ -19,12 +19,22 @@ pub struct EventPublisher {
 
 impl EventPublisher {
     pub fn new(bus: Arc<dyn EventBus>, job_id: Uuid, attempt: u32) -> Self {
-        Self { bus, job_id, attempt, seq: 0 }
+        Self {
+            bus,
+            job_id,
+            attempt,
+            seq: 0,
+        }
     }
 
     pub async fn publish(&mut self, body: EventBody) -> Result<(), BusError> {
         self.seq += 1;
-        let event = JobEvent { job_id: self.job_id, attempt: self.attempt, seq: self.seq, body };
+        let event = JobEvent {
+            job_id: self.job_id,
+            attempt: self.attempt,
+            seq: self.seq,
+            body,
+        };
         self.bus.publish(&event).await
     }
 
@@ -56,7 +66,13 @@ pub struct Coalescer {
 
 impl Coalescer {
     pub fn new(window: Duration, max_bytes: usize) -> Self {
-        Self { channel: Channel::Text, buffer: String::new(), last_flush: None, window, max_bytes }
+        Self {
+            channel: Channel::Text,
+            buffer: String::new(),
+            last_flush: None,
+            window,
+            max_bytes,
+        }
     }
 
     /// Adds a piece; returns what must be published now, in order.
@@ -76,7 +92,14 @@ impl Coalescer {
 
     /// When the buffered text must go out, if any is buffered.
     pub fn due(&self) -> Option<Instant> {
-        if self.buffer.is_empty() { None } else { Some(self.last_flush.map_or_else(Instant::now, |t| t + self.window)) }
+        if self.buffer.is_empty() {
+            None
+        } else {
+            Some(
+                self.last_flush
+                    .map_or_else(Instant::now, |t| t + self.window),
+            )
+        }
     }
 
     pub fn take(&mut self, now: Instant) -> Option<(Channel, String)> {
@@ -96,11 +119,23 @@ mod tests {
     fn first_piece_is_immediate_then_merged_within_the_window() {
         let mut c = Coalescer::new(Duration::from_millis(20), 1024);
         let t0 = Instant::now();
-        assert_eq!(c.push(Channel::Text, "a", t0), vec![(Channel::Text, "a".to_owned())]);
-        assert!(c.push(Channel::Text, "b", t0 + Duration::from_millis(5)).is_empty());
-        assert!(c.push(Channel::Text, "c", t0 + Duration::from_millis(10)).is_empty());
+        assert_eq!(
+            c.push(Channel::Text, "a", t0),
+            vec![(Channel::Text, "a".to_owned())]
+        );
+        assert!(
+            c.push(Channel::Text, "b", t0 + Duration::from_millis(5))
+                .is_empty()
+        );
+        assert!(
+            c.push(Channel::Text, "c", t0 + Duration::from_millis(10))
+                .is_empty()
+        );
         assert_eq!(c.due(), Some(t0 + Duration::from_millis(20)));
-        assert_eq!(c.take(t0 + Duration::from_millis(20)), Some((Channel::Text, "bc".to_owned())));
+        assert_eq!(
+            c.take(t0 + Duration::from_millis(20)),
+            Some((Channel::Text, "bc".to_owned()))
+        );
         assert_eq!(c.due(), None);
     }
 
@@ -112,6 +147,9 @@ mod tests {
         assert!(c.push(Channel::Reasoning, "s", t0).is_empty());
         let out = c.push(Channel::Text, "t", t0);
         assert_eq!(out, vec![(Channel::Reasoning, "s".to_owned())]);
-        assert_eq!(c.push(Channel::Text, "uvw", t0), vec![(Channel::Text, "tuvw".to_owned())]);
+        assert_eq!(
+            c.push(Channel::Text, "uvw", t0),
+            vec![(Channel::Text, "tuvw".to_owned())]
+        );
     }
 }

@@ -34,7 +34,8 @@ struct State {
 }
 
 struct JobChannel {
-    live: broadcast::Sender<JobEvent>,
+    /// Only while someone listens: an idle job keeps just its replay buffer.
+    live: Option<broadcast::Sender<JobEvent>>,
     replay: VecDeque<JobEvent>,
     expires_at: Instant,
 }
@@ -62,9 +63,12 @@ impl MemoryBus {
         let now = Instant::now();
         if now >= state.next_sweep {
             // A job someone still listens to stays, so its subscribers are not cut off.
-            state
-                .jobs
-                .retain(|_, job| job.expires_at > now || job.live.receiver_count() > 0);
+            state.jobs.retain(|_, job| {
+                if job.live.as_ref().is_some_and(|l| l.receiver_count() == 0) {
+                    job.live = None;
+                }
+                job.expires_at > now || job.live.is_some()
+            });
             state.cancels.retain(|_, expires_at| *expires_at > now);
             state.next_sweep = now + (self.replay_ttl / 4).max(Duration::from_millis(10));
         }
@@ -74,7 +78,7 @@ impl MemoryBus {
     fn job<'a>(&self, state: &'a mut State, job_id: Uuid) -> &'a mut JobChannel {
         let expires_at = Instant::now() + self.replay_ttl;
         let job = state.jobs.entry(job_id).or_insert_with(|| JobChannel {
-            live: broadcast::channel(LIVE_BUFFER).0,
+            live: None,
             replay: VecDeque::new(),
             expires_at,
         });
@@ -109,7 +113,15 @@ impl EventBus for MemoryBus {
     async fn subscribe(&self, job_id: Uuid) -> Result<EventStream, BusError> {
         let receiver = {
             let mut state = self.state();
-            self.job(&mut state, job_id).live.subscribe()
+            let job = self.job(&mut state, job_id);
+            match &job.live {
+                Some(live) => live.subscribe(),
+                None => {
+                    let (live, receiver) = broadcast::channel(LIVE_BUFFER);
+                    job.live = Some(live);
+                    receiver
+                }
+            }
         };
         // A lagging subscriber's stream ends; it recovers with `replay`.
         let stream = BroadcastStream::new(receiver)
@@ -125,8 +137,13 @@ impl EventBus for MemoryBus {
             job.replay.pop_front();
         }
         job.replay.push_back(event.clone());
-        // Sent under the lock, so live order equals replay order. No subscribers is fine.
-        let _ = job.live.send(event.clone());
+        // Sent under the lock, so live order equals replay order.
+        if let Some(live) = &job.live
+            && live.send(event.clone()).is_err()
+        {
+            // Every subscriber has gone: free the channel's buffer.
+            job.live = None;
+        }
         Ok(())
     }
 
@@ -223,6 +240,19 @@ mod tests {
         let state = bus.state();
         assert!(state.jobs.is_empty(), "expired job state is swept");
         assert!(state.cancels.is_empty(), "expired cancel flag is swept");
+    }
+
+    #[tokio::test]
+    async fn an_unwatched_job_keeps_no_live_buffer() {
+        let bus = MemoryBus::new(10, Duration::from_secs(60));
+        let job_id = Uuid::nil();
+        let live = bus.subscribe(job_id).await.unwrap();
+        bus.publish(&event(1, 1)).await.unwrap();
+        assert!(bus.state().jobs[&job_id].live.is_some());
+        drop(live);
+        bus.publish(&event(1, 2)).await.unwrap();
+        assert!(bus.state().jobs[&job_id].live.is_none());
+        assert_eq!(bus.replay(job_id, None).await.unwrap().len(), 2);
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //!
 //! Two implementations: [`memory`] (in-process broadcast plus a short replay buffer) and
 //! [`redis`] (`PUBLISH` for live fan-out plus a capped, expiring Redis Stream per job for
-//! replay). Both pass `shared/tests/bus_conformance.rs`.
+//! replay). Both pass `shared/tests/it/bus_conformance.rs`.
 //!
 //! Contract:
 //! - `subscribe` returns only once the subscription is live: an event published after it

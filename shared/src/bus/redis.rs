@@ -368,7 +368,10 @@ impl LiveHub {
         let unsubscribed =
             tokio::time::timeout(SUBSCRIBE_TIMEOUT, current.sink.unsubscribe(&channel)).await;
         if !matches!(unsubscribed, Ok(Ok(()))) {
-            tracing::warn!(channel, "UNSUBSCRIBE failed; dropping the pub/sub connection");
+            tracing::warn!(
+                channel,
+                "UNSUBSCRIBE failed; dropping the pub/sub connection"
+            );
             self.close_session(&mut session);
         }
     }

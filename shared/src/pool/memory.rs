@@ -194,6 +194,7 @@ impl Slot {
 }
 
 impl MemoryPool {
+    /// An empty pool; `sync` fills it.
     pub fn new(settings: PoolSettings) -> MemoryPool {
         MemoryPool {
             settings,

@@ -2,7 +2,7 @@
 //!
 //! Two implementations: [`memory`] (one process) and [`redis`] (hashes and sorted sets
 //! driven by Lua scripts, so every decision is atomic across workers). Both pass
-//! `shared/tests/pool_conformance.rs`.
+//! `shared/tests/it/pool_conformance.rs`.
 //!
 //! Contract:
 //! - `lease` atomically picks, among the requested tiers in order, an `active` token with

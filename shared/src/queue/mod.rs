@@ -3,7 +3,7 @@
 //! Two implementations: [`memory`] (bounded in-process channels, for `serve` on embedded
 //! backends) and [`rabbitmq`] (durable queue per job kind, publisher confirms, manual acks,
 //! prefetch, dead-letter exchange and a delivery limit). Both pass the same conformance
-//! suite in `shared/tests/queue_conformance.rs`.
+//! suite in `shared/tests/it/queue_conformance.rs`.
 //!
 //! Contract:
 //! - `publish` returns only once the job is durably accepted (a publisher confirm on

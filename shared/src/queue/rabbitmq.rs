@@ -27,7 +27,9 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 use tokio::sync::Mutex;
 
 use super::{Acker, Deliveries, Delivery, JobQueue, QueueError};
@@ -92,7 +94,8 @@ impl RabbitQueue {
     /// Connects, declares the topology, and opens the publishing channel.
     ///
     /// `delivery_limit` is the number of deliveries a job gets before it is dead-lettered;
-    /// `confirm_timeout` bounds each publish (and each connection attempt).
+    /// `confirm_timeout` bounds each publish, reconnecting included, and each connection
+    /// attempt.
     pub async fn connect(
         url: &str,
         prefix: &str,
@@ -179,7 +182,9 @@ impl RabbitQueue {
             .await
             .map_err(|e| unavailable("cannot open a channel", e))?;
         let durable = QueueDeclareOptions {
-            // Survives a broker restart; with persistent messages, so do the jobs.
+            // Survives a broker restart; with persistent messages, so do the jobs. Neither
+            // exclusive nor auto-delete (the defaults): every worker shares the queue, and
+            // it stays when they all disconnect.
             durable: true,
             ..QueueDeclareOptions::default()
         };
@@ -293,6 +298,45 @@ impl RabbitQueue {
         Ok(channel)
     }
 
+    /// Publishes one message and waits for its confirm. A channel found dead before the
+    /// message left (the connection dropped since the last publish) is replaced once:
+    /// nothing was sent, so trying again cannot duplicate the job.
+    async fn send(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        properties: BasicProperties,
+    ) -> Result<Confirmation, QueueError> {
+        let mut replaced = false;
+        loop {
+            let channel = self.publisher().await?;
+            let published = channel
+                .basic_publish(
+                    // The default exchange routes by queue name.
+                    "".into(),
+                    queue.into(),
+                    // Mandatory: a message that reaches no queue comes back (basic.return)
+                    // instead of vanishing, and the caller reports it as a failure.
+                    BasicPublishOptions {
+                        mandatory: true,
+                        immediate: false,
+                    },
+                    payload,
+                    properties.clone(),
+                )
+                .await;
+            match published {
+                Ok(confirm) => {
+                    return confirm
+                        .await
+                        .map_err(|e| unavailable("publish not confirmed", e));
+                }
+                Err(err) if !replaced && never_sent(&err) => replaced = true,
+                Err(err) => return Err(unavailable("publish failed", err)),
+            }
+        }
+    }
+
     async fn consume_queue(
         &self,
         queue: String,
@@ -331,6 +375,14 @@ impl RabbitQueue {
     }
 }
 
+/// Errors lapin raises before handing a message to the connection.
+fn never_sent(err: &lapin::Error) -> bool {
+    matches!(
+        err.kind(),
+        lapin::ErrorKind::InvalidChannelState(..) | lapin::ErrorKind::InvalidConnectionState(..)
+    )
+}
+
 fn long_string(value: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(value.as_bytes().to_vec()))
 }
@@ -352,7 +404,7 @@ async fn accept(
                 acker: Box::new(RabbitAcker {
                     acker: delivery.acker,
                     settled: AtomicBool::new(false),
-                    _channel: channel,
+                    channel,
                 }),
             })
         }
@@ -409,7 +461,7 @@ fn amqp_integer(value: &AMQPValue) -> Option<i64> {
 struct RabbitAcker {
     acker: lapin::Acker,
     settled: AtomicBool,
-    _channel: Channel,
+    channel: Channel,
 }
 
 impl RabbitAcker {
@@ -426,8 +478,7 @@ fn settled(result: lapin::Result<bool>) -> Result<(), QueueError> {
     match result {
         Ok(true) => Ok(()),
         Ok(false) => Err(QueueError::Unavailable(
-            "channel closed before the delivery was settled; the job will be redelivered"
-                .into(),
+            "channel closed before the delivery was settled; the job will be redelivered".into(),
         )),
         Err(err) => Err(unavailable("cannot settle delivery", err)),
     }
@@ -453,7 +504,11 @@ impl Acker for RabbitAcker {
     async fn dead_letter(&self) -> Result<(), QueueError> {
         self.settle_once()?;
         // No requeue: the broker routes the message to the queue's dead-letter exchange.
-        settled(self.acker.reject(BasicRejectOptions { requeue: false }).await)
+        settled(
+            self.acker
+                .reject(BasicRejectOptions { requeue: false })
+                .await,
+        )
     }
 }
 
@@ -468,7 +523,7 @@ impl Drop for RabbitAcker {
             return;
         };
         let acker = self.acker.clone();
-        let channel = self._channel.clone();
+        let channel = self.channel.clone();
         runtime.spawn(async move {
             let options = BasicNackOptions {
                 multiple: false,
@@ -496,38 +551,20 @@ impl JobQueue for RabbitQueue {
             headers.insert("traceparent".into(), long_string(traceparent));
             properties = properties.with_headers(headers);
         }
-        let channel = self.publisher().await?;
         let queue = self.names.jobs(job.kind);
-        let confirmation = tokio::time::timeout(self.confirm_timeout, async {
-            channel
-                .basic_publish(
-                    // The default exchange routes by queue name.
-                    "".into(),
-                    queue.as_str().into(),
-                    // Mandatory: a message that reaches no queue comes back (basic.return)
-                    // instead of vanishing, and is reported as a failure below.
-                    BasicPublishOptions {
-                        mandatory: true,
-                        immediate: false,
-                    },
-                    &payload,
-                    properties,
-                )
-                .await?
-                .await
-        })
+        let confirmation = tokio::time::timeout(
+            self.confirm_timeout,
+            self.send(&queue, &payload, properties),
+        )
         .await
-        .map_err(|_| QueueError::Unavailable("broker did not confirm in time".into()))?
-        .map_err(|e| unavailable("publish failed", e))?;
+        .map_err(|_| QueueError::Unavailable("broker did not confirm in time".into()))??;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) => Err(QueueError::Unavailable(format!(
                 "broker returned the job: {}",
                 returned.reply_text
             ))),
-            Confirmation::Nack(_) => Err(QueueError::Unavailable(
-                "broker refused the job".into(),
-            )),
+            Confirmation::Nack(_) => Err(QueueError::Unavailable("broker refused the job".into())),
             Confirmation::NotRequested => Err(QueueError::Other(
                 "publisher confirms are not enabled".into(),
             )),

@@ -5,7 +5,7 @@
 //! live in `migrations/sqlite` and `migrations/postgres` and are applied by
 //! `grok2api migrate` and at the start of `serve`. Account tokens are stored encrypted
 //! ([`crate::crypto::TokenCipher`]); only their SHA-256 id is stored in clear.
-//! Both pass `shared/tests/store_conformance.rs`.
+//! Both pass `shared/tests/it/store_conformance.rs`.
 
 pub mod postgres;
 pub mod sqlite;

@@ -74,7 +74,7 @@ pub(crate) async fn open(
     request: &ChatRequest,
 ) -> Result<ChatStream, UpstreamError> {
     let body = request_body(request);
-    let response = send(inner, token, &body).await?;
+    let (response, deadline) = send(inner, token, &body).await?;
     let mut source = RestSource {
         body: response.bytes_stream().boxed(),
         lines: LineSplitter::new(MAX_FRAME_BYTES),
@@ -82,7 +82,6 @@ pub(crate) async fn open(
         outbox: Outbox::default(),
         idle: inner.idle_timeout,
     };
-    let deadline = Instant::now() + inner.connect_timeout;
     while source.parser.frames_seen() == 0 && !source.outbox.is_finished() {
         let left = deadline.saturating_duration_since(Instant::now());
         source
@@ -93,12 +92,13 @@ pub(crate) async fn open(
     start(source, response_id)
 }
 
-/// Posts the request; with a signed statsig, a 403 re-signs and tries once more.
+/// Posts the request; with a signed statsig, a 403 re-signs and tries once more. Returns the
+/// response with the deadline its first frame must meet (one connect timeout per attempt).
 async fn send(
     inner: &Inner,
     token: &Secret,
     body: &Value,
-) -> Result<reqwest::Response, UpstreamError> {
+) -> Result<(reqwest::Response, Instant), UpstreamError> {
     let url = format!("{}{CHAT_PATH}", inner.base_url);
     let mut resigned = false;
     loop {
@@ -115,7 +115,7 @@ async fn send(
             .map_err(classify::from_reqwest)?;
         let status = response.status();
         if status.is_success() {
-            return Ok(response);
+            return Ok((response, deadline));
         }
         let headers = response.headers().clone();
         let error_body =

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use shared::bus::memory::MemoryBus;
 use shared::bus::redis::RedisBus;
 use shared::bus::{EventBus, EventStream};
@@ -42,16 +41,23 @@ async fn subscriber_gets_events_in_order(bus: Arc<dyn EventBus>) {
     let mut live = bus.subscribe(job).await.unwrap();
     let sent = vec![
         JobEvent {
-            body: EventBody::Started { response_id: Some("r1".into()) },
+            body: EventBody::Started {
+                response_id: Some("r1".into()),
+            },
             ..event(job, 1, 1)
         },
         event(job, 1, 2),
         JobEvent {
-            body: EventBody::Usage { prompt_tokens: 3, completion_tokens: 5 },
+            body: EventBody::Usage {
+                prompt_tokens: 3,
+                completion_tokens: 5,
+            },
             ..event(job, 1, 3)
         },
         JobEvent {
-            body: EventBody::Error(JobError::new(429, "rate_limit_exceeded", "slow down").with_retry_after(2)),
+            body: EventBody::Error(
+                JobError::new(429, "rate_limit_exceeded", "slow down").with_retry_after(2),
+            ),
             ..event(job, 1, 4)
         },
     ];
@@ -73,14 +79,23 @@ async fn earlier_events_are_replayed_not_streamed(bus: Arc<dyn EventBus>) {
     let late = event(job, 1, 2);
     bus.publish(&late).await.unwrap();
 
-    assert_eq!(next_event(&mut live).await, late, "the live stream starts at subscribe");
+    assert_eq!(
+        next_event(&mut live).await,
+        late,
+        "the live stream starts at subscribe"
+    );
     assert_eq!(bus.replay(job, None).await.unwrap(), vec![early, late]);
 }
 
 async fn replay_resumes_after_a_cursor(bus: Arc<dyn EventBus>) {
     let job = Uuid::now_v7();
     // A first attempt cut short, then a redelivery starting again at seq 1.
-    let events = [event(job, 1, 1), event(job, 1, 2), event(job, 2, 1), event(job, 2, 2)];
+    let events = [
+        event(job, 1, 1),
+        event(job, 1, 2),
+        event(job, 2, 1),
+        event(job, 2, 2),
+    ];
     for e in &events {
         bus.publish(e).await.unwrap();
     }
@@ -89,14 +104,20 @@ async fn replay_resumes_after_a_cursor(bus: Arc<dyn EventBus>) {
         cursors(&bus.replay(job, Some((1, 2))).await.unwrap()),
         vec![(2, 1), (2, 2)]
     );
-    assert_eq!(cursors(&bus.replay(job, Some((2, 1))).await.unwrap()), vec![(2, 2)]);
+    assert_eq!(
+        cursors(&bus.replay(job, Some((2, 1))).await.unwrap()),
+        vec![(2, 2)]
+    );
     assert!(bus.replay(job, Some((2, 2))).await.unwrap().is_empty());
     assert_eq!(
         cursors(&bus.replay(job, Some((1, 9))).await.unwrap()),
         vec![(2, 1), (2, 2)],
         "an unknown cursor resumes after everything ordered before it"
     );
-    assert!(bus.replay(Uuid::now_v7(), None).await.unwrap().is_empty(), "unknown job");
+    assert!(
+        bus.replay(Uuid::now_v7(), None).await.unwrap().is_empty(),
+        "unknown job"
+    );
 }
 
 async fn every_subscriber_gets_every_event(bus: Arc<dyn EventBus>) {
@@ -134,7 +155,10 @@ async fn cancel_sets_the_flag_of_one_job(bus: Arc<dyn EventBus>) {
     assert!(bus.is_cancelled(job).await.unwrap());
     assert!(!bus.is_cancelled(other).await.unwrap());
     bus.cancel(job).await.unwrap();
-    assert!(bus.is_cancelled(job).await.unwrap(), "cancelling twice is harmless");
+    assert!(
+        bus.is_cancelled(job).await.unwrap(),
+        "cancelling twice is harmless"
+    );
 }
 
 async fn a_dropped_subscriber_does_not_disturb_others(bus: Arc<dyn EventBus>) {
@@ -166,14 +190,25 @@ async fn a_subscriber_that_falls_behind_is_cut_off(bus: Arc<dyn EventBus>) {
     let total = 1_000;
     for seq in 1..=total {
         bus.publish(&event(job, 1, seq)).await.unwrap();
-        assert_eq!(next_event(&mut reader).await.seq, seq, "the reader that keeps up stays");
+        assert_eq!(
+            next_event(&mut reader).await.seq,
+            seq,
+            "the reader that keeps up stays"
+        );
     }
     let mut received = 0;
     while let Some(_event) = next_within(&mut slow).await {
         received += 1;
     }
-    assert!(received < total, "the stream ended early instead of buffering everything");
-    assert_eq!(bus.replay(job, Some((1, total - 1))).await.unwrap().len(), 1, "replay still has it");
+    assert!(
+        received < total,
+        "the stream ended early instead of buffering everything"
+    );
+    assert_eq!(
+        bus.replay(job, Some((1, total - 1))).await.unwrap().len(),
+        1,
+        "replay still has it"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -183,6 +218,7 @@ async fn a_subscriber_that_falls_behind_is_cut_off(bus: Arc<dyn EventBus>) {
 struct Fixture {
     bus: Arc<dyn EventBus>,
     redis_prefix: Option<String>,
+    _cleanup: CleanupOnPanic,
 }
 
 impl Fixture {
@@ -190,6 +226,7 @@ impl Fixture {
         Fixture {
             bus: Arc::new(MemoryBus::new(10_000, REPLAY_TTL)),
             redis_prefix: None,
+            _cleanup: CleanupOnPanic(String::new()),
         }
     }
 
@@ -200,6 +237,7 @@ impl Fixture {
             .expect("connect to Redis");
         Fixture {
             bus: Arc::new(bus),
+            _cleanup: CleanupOnPanic(prefix.clone()),
             redis_prefix: Some(prefix),
         }
     }
@@ -208,6 +246,27 @@ impl Fixture {
         if let Some(prefix) = self.redis_prefix {
             delete_keys(&prefix).await;
         }
+    }
+}
+
+/// Deletes a prefix's keys even when the test panics before its own cleanup. The test's
+/// runtime is unwinding, so this runs from a thread with a runtime of its own.
+struct CleanupOnPanic(String);
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() || self.0.is_empty() {
+            return;
+        }
+        let prefix = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(delete_keys(&prefix));
+        })
+        .join();
     }
 }
 
@@ -227,7 +286,11 @@ async fn delete_keys(prefix: &str) {
         .await
         .unwrap();
     if !keys.is_empty() {
-        let _: () = ::redis::cmd("DEL").arg(&keys).query_async(&mut redis).await.unwrap();
+        let _: () = ::redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
     }
 }
 
@@ -272,7 +335,11 @@ conformance!(
 // Redis specifics.
 
 async fn pttl(redis: &mut ::redis::aio::MultiplexedConnection, key: &str) -> i64 {
-    ::redis::cmd("PTTL").arg(key).query_async(redis).await.unwrap()
+    ::redis::cmd("PTTL")
+        .arg(key)
+        .query_async(redis)
+        .await
+        .unwrap()
 }
 
 async fn subscribers_of(redis: &mut ::redis::aio::MultiplexedConnection, channel: &str) -> i64 {
@@ -295,7 +362,10 @@ async fn redis_keys_expire() {
 
     let mut redis = redis_commands().await;
     let ttl_ms = REPLAY_TTL.as_millis() as i64;
-    for key in [format!("{prefix}:ev:{job}"), format!("{prefix}:cancel:{job}")] {
+    for key in [
+        format!("{prefix}:ev:{job}"),
+        format!("{prefix}:cancel:{job}"),
+    ] {
         let left = pttl(&mut redis, &key).await;
         assert!(left > 0 && left <= ttl_ms, "{key} expires (PTTL {left})");
     }
@@ -305,14 +375,21 @@ async fn redis_keys_expire() {
 #[tokio::test]
 async fn redis_replay_is_capped() {
     let prefix = common::unique_prefix("capped");
-    let bus = RedisBus::connect(&common::redis_url(), &prefix, 10, REPLAY_TTL).await.unwrap();
+    let _cleanup = CleanupOnPanic(prefix.clone());
+    let bus = RedisBus::connect(&common::redis_url(), &prefix, 10, REPLAY_TTL)
+        .await
+        .unwrap();
     let job = Uuid::now_v7();
     for seq in 1..=1_000 {
         bus.publish(&event(job, 1, seq)).await.unwrap();
     }
     let kept = bus.replay(job, None).await.unwrap();
     // `MAXLEN ~` trims whole stream nodes (100 entries by default), so the cap is loose.
-    assert!(kept.len() < 1_000, "old events were trimmed, {} kept", kept.len());
+    assert!(
+        kept.len() < 1_000,
+        "old events were trimmed, {} kept",
+        kept.len()
+    );
     assert_eq!(kept.last().unwrap().seq, 1_000, "the newest event is kept");
     delete_keys(&prefix).await;
 }
@@ -321,12 +398,21 @@ async fn redis_replay_is_capped() {
 async fn redis_many_subscriptions_share_one_connection() {
     let proxy = TcpProxy::start(&common::redis_url()).await;
     let prefix = common::unique_prefix("many");
-    let bus = Arc::new(RedisBus::connect(&proxy.url, &prefix, 100, REPLAY_TTL).await.unwrap());
+    let _cleanup = CleanupOnPanic(prefix.clone());
+    let bus = Arc::new(
+        RedisBus::connect(&proxy.url, &prefix, 100, REPLAY_TTL)
+            .await
+            .unwrap(),
+    );
     let jobs: Vec<Uuid> = (0..200).map(|_| Uuid::now_v7()).collect();
 
     let subscriptions = futures::future::join_all(jobs.iter().map(|job| bus.subscribe(*job))).await;
     let mut streams: Vec<EventStream> = subscriptions.into_iter().map(Result::unwrap).collect();
-    assert_eq!(proxy.accepted(), 2, "one command connection and one pub/sub connection");
+    assert_eq!(
+        proxy.accepted(),
+        2,
+        "one command connection and one pub/sub connection"
+    );
 
     let events: Vec<JobEvent> = jobs.iter().map(|job| event(*job, 1, 1)).collect();
     futures::future::join_all(events.iter().map(|e| bus.publish(e)))
@@ -344,11 +430,18 @@ async fn redis_many_subscriptions_share_one_connection() {
     drop(streams.remove(0));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while subscribers_of(&mut redis, &channel).await != 0 {
-        assert!(tokio::time::Instant::now() < deadline, "channel still subscribed");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "channel still subscribed"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let still = format!("{prefix}:live:{}", jobs[1]);
-    assert_eq!(subscribers_of(&mut redis, &still).await, 1, "the others stay subscribed");
+    assert_eq!(
+        subscribers_of(&mut redis, &still).await,
+        1,
+        "the others stay subscribed"
+    );
     drop(streams);
     delete_keys(&prefix).await;
 }
@@ -357,24 +450,39 @@ async fn redis_many_subscriptions_share_one_connection() {
 async fn redis_lost_pubsub_connection_ends_streams_and_recovers() {
     let proxy = TcpProxy::start(&common::redis_url()).await;
     let prefix = common::unique_prefix("lost");
-    let bus = RedisBus::connect(&proxy.url, &prefix, 100, REPLAY_TTL).await.unwrap();
+    let _cleanup = CleanupOnPanic(prefix.clone());
+    let bus = RedisBus::connect(&proxy.url, &prefix, 100, REPLAY_TTL)
+        .await
+        .unwrap();
     let job = Uuid::now_v7();
     let mut live = bus.subscribe(job).await.unwrap();
     bus.publish(&event(job, 1, 1)).await.unwrap();
     assert_eq!(next_event(&mut live).await.seq, 1);
 
     proxy.cut();
-    assert!(next_within(&mut live).await.is_none(), "the stream ends, so the caller resumes");
+    assert!(
+        next_within(&mut live).await.is_none(),
+        "the stream ends, so the caller resumes"
+    );
 
     // The command connection reconnects on its own; its first command may fail.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while bus.ping().await.is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "Redis commands never recovered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis commands never recovered"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut resumed = bus.subscribe(job).await.expect("subscribe opens a new connection");
+    let mut resumed = bus
+        .subscribe(job)
+        .await
+        .expect("subscribe opens a new connection");
     bus.publish(&event(job, 1, 2)).await.unwrap();
     assert_eq!(next_event(&mut resumed).await.seq, 2);
-    assert_eq!(cursors(&bus.replay(job, Some((1, 1))).await.unwrap()), vec![(1, 2)]);
+    assert_eq!(
+        cursors(&bus.replay(job, Some((1, 1))).await.unwrap()),
+        vec![(1, 2)]
+    );
     delete_keys(&prefix).await;
 }

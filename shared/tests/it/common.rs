@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 pub fn amqp_url() -> String {
-    std::env::var("GROK2API_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    std::env::var("GROK2API_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
 pub fn redis_url() -> String {
@@ -14,7 +15,8 @@ pub fn redis_url() -> String {
 
 /// A PostgreSQL URL for a server where the test user may create databases.
 pub fn postgres_admin_url() -> String {
-    std::env::var("GROK2API_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("GROK2API_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A prefix unique to one test, for queue names and Redis keys.
@@ -40,12 +42,17 @@ impl TcpProxy {
         use std::sync::atomic::Ordering;
 
         let mut url = url::Url::parse(server_url).expect("server URL");
-        let upstream = (url.host_str().expect("host"), url.port().expect("explicit port"))
+        let upstream = (
+            url.host_str().expect("host"),
+            url.port().expect("explicit port"),
+        )
             .to_socket_addrs()
             .expect("resolvable server address")
             .next()
             .expect("one server address");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy");
         let port = listener.local_addr().expect("proxy address").port();
         url.set_host(Some("127.0.0.1")).expect("set host");
         url.set_port(Some(port)).expect("set port");
@@ -67,7 +74,12 @@ impl TcpProxy {
                 }
             }
         });
-        TcpProxy { url: url.to_string(), accepted, links, acceptor }
+        TcpProxy {
+            url: url.to_string(),
+            accepted,
+            links,
+            acceptor,
+        }
     }
 
     /// Connections accepted so far.
@@ -110,7 +122,10 @@ pub async fn stays_quiet<S: futures::Stream + Unpin>(stream: &mut S, ms: u64) ->
 /// Deletes every Redis key under `prefix` (the keys one test created).
 pub async fn purge_redis(prefix: &str) {
     let client = redis::Client::open(redis_url()).expect("redis url");
-    let mut conn = client.get_multiplexed_async_connection().await.expect("redis connection");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis connection");
     let mut cursor: u64 = 0;
     loop {
         let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
@@ -123,7 +138,11 @@ pub async fn purge_redis(prefix: &str) {
             .await
             .expect("SCAN");
         if !keys.is_empty() {
-            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.expect("DEL");
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .expect("DEL");
         }
         if next == 0 {
             break;
@@ -155,7 +174,9 @@ pub async fn drop_postgres_db(name: &str) {
         .await
         .expect("connect to the PostgreSQL admin database");
     admin
-        .execute(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
         .await
         .expect("DROP DATABASE");
 }

@@ -166,6 +166,8 @@ async fn picks_most_quota_then_least_recently_used(pool: Arc<dyn TokenPool>) {
         assert_eq!(lease.pool, "ssoBasic");
         settle(&pool, &lease, Settlement::Released).await;
         order.push(lease.token_id);
+        // Recency is kept in milliseconds: make each lease land in a later one.
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     assert_eq!(order, ["b", "c", "b", "c"]);
 
@@ -441,7 +443,9 @@ async fn sync_adds_removes_and_keeps_runtime_state(pool: Arc<dyn TokenPool>) {
     only_e.exclude = vec!["a".into()];
     let lease_e = must_lease(&pool, &only_e).await;
     assert_eq!(lease_e.token_id, "e");
-    let held_a = must_lease(&pool, &basic()).await;
+    let mut only_a = basic();
+    only_a.exclude = vec!["e".into()];
+    let held_a = must_lease(&pool, &only_a).await;
     assert_eq!(held_a.token_id, "a");
 
     // a stays with a new pool name and sealed value; b is re-enabled by the operator;

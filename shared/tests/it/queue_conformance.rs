@@ -69,10 +69,34 @@ async fn round_trip_keeps_the_envelope(queue: Arc<dyn JobQueue>) {
     assert_eq!(a.job, first, "envelope survives the queue unchanged");
     assert_eq!(b.job, second, "FIFO order");
     assert_eq!((a.delivery_count, b.delivery_count), (1, 1));
-    assert_eq!(queue.depth(JobKind::Chat).await.unwrap(), 0, "unacked jobs are not waiting");
+    assert_eq!(
+        queue.depth(JobKind::Chat).await.unwrap(),
+        0,
+        "unacked jobs are not waiting"
+    );
     a.acker.ack().await.unwrap();
     b.acker.ack().await.unwrap();
-    assert!(stays_quiet(&mut deliveries, QUIET_MS).await, "acked jobs are gone");
+    assert!(
+        stays_quiet(&mut deliveries, QUIET_MS).await,
+        "acked jobs are gone"
+    );
+}
+
+async fn concurrent_publishes_all_arrive(queue: Arc<dyn JobQueue>) {
+    let jobs: Vec<JobEnvelope> = (0..50).map(|i| chat_job(&format!("job {i}"))).collect();
+    futures::future::join_all(jobs.iter().map(|job| queue.publish(job)))
+        .await
+        .into_iter()
+        .for_each(|published| published.unwrap());
+    assert_eq!(queue.depth(JobKind::Chat).await.unwrap(), 50);
+    let mut deliveries = queue.consume(JobKind::Chat, 50).await.unwrap();
+    let mut seen = HashSet::new();
+    for _ in 0..50 {
+        let delivery = next_job(&mut deliveries).await;
+        assert!(seen.insert(delivery.job.id), "no duplicate");
+        delivery.acker.ack().await.unwrap();
+    }
+    assert_eq!(seen, jobs.iter().map(|j| j.id).collect::<HashSet<_>>());
 }
 
 async fn settling_twice_is_refused(queue: Arc<dyn JobQueue>) {
@@ -84,7 +108,10 @@ async fn settling_twice_is_refused(queue: Arc<dyn JobQueue>) {
     assert!(delivery.acker.retry().await.is_err());
     assert!(delivery.acker.dead_letter().await.is_err());
     drop(delivery);
-    assert!(stays_quiet(&mut deliveries, QUIET_MS).await, "an acked job never comes back");
+    assert!(
+        stays_quiet(&mut deliveries, QUIET_MS).await,
+        "an acked job never comes back"
+    );
 }
 
 async fn kinds_are_isolated(queue: Arc<dyn JobQueue>) {
@@ -101,8 +128,14 @@ async fn kinds_are_isolated(queue: Arc<dyn JobQueue>) {
     let got = next_job(&mut maintenance).await;
     assert_eq!(got.job, poison);
     got.acker.ack().await.unwrap();
-    assert!(stays_quiet(&mut maintenance, QUIET_MS).await, "no chat job on the maintenance queue");
-    assert!(stays_quiet(&mut image, 1).await, "nothing on the image queue");
+    assert!(
+        stays_quiet(&mut maintenance, QUIET_MS).await,
+        "no chat job on the maintenance queue"
+    );
+    assert!(
+        stays_quiet(&mut image, 1).await,
+        "nothing on the image queue"
+    );
 
     let mut chats = queue.consume(JobKind::Chat, 4).await.unwrap();
     let got = next_job(&mut chats).await;
@@ -130,7 +163,11 @@ async fn competing_consumers_get_distinct_jobs(queue: Arc<dyn JobQueue>) {
     }
     let expected: HashSet<_> = published.iter().map(|j| j.id).collect();
     assert_eq!(seen.len(), 4);
-    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected, "each job exactly once");
+    assert_eq!(
+        seen.into_iter().collect::<HashSet<_>>(),
+        expected,
+        "each job exactly once"
+    );
     assert!(stays_quiet(&mut a, QUIET_MS).await);
     assert!(stays_quiet(&mut b, 1).await);
 }
@@ -227,6 +264,7 @@ struct Fixture {
     queue: Arc<dyn JobQueue>,
     rabbit: Option<Arc<RabbitQueue>>,
     prefix: String,
+    _cleanup: CleanupOnPanic,
 }
 
 impl Fixture {
@@ -235,6 +273,7 @@ impl Fixture {
             queue: Arc::new(MemoryQueue::new(64, DELIVERY_LIMIT)),
             rabbit: None,
             prefix: String::new(),
+            _cleanup: CleanupOnPanic(String::new()),
         }
     }
 
@@ -244,6 +283,7 @@ impl Fixture {
         Fixture {
             queue: rabbit.clone(),
             rabbit: Some(rabbit),
+            _cleanup: CleanupOnPanic(prefix.clone()),
             prefix,
         }
     }
@@ -255,15 +295,36 @@ impl Fixture {
     }
 }
 
+/// Deletes a prefix's queues even when the test panics before its own cleanup. The test's
+/// runtime is unwinding, so this connects afresh from a thread with a runtime of its own.
+struct CleanupOnPanic(String);
+
+impl Drop for CleanupOnPanic {
+    fn drop(&mut self) {
+        if !std::thread::panicking() || self.0.is_empty() {
+            return;
+        }
+        let prefix = std::mem::take(&mut self.0);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                connect_rabbit(&common::amqp_url(), &prefix)
+                    .await
+                    .delete_all()
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
 async fn connect_rabbit(url: &str, prefix: &str) -> RabbitQueue {
-    RabbitQueue::connect(
-        url,
-        prefix,
-        DELIVERY_LIMIT,
-        Duration::from_secs(5),
-    )
-    .await
-    .expect("connect to RabbitMQ")
+    RabbitQueue::connect(url, prefix, DELIVERY_LIMIT, Duration::from_secs(5))
+        .await
+        .expect("connect to RabbitMQ")
 }
 
 macro_rules! conformance {
@@ -294,6 +355,7 @@ macro_rules! conformance {
 
 conformance!(
     round_trip_keeps_the_envelope,
+    concurrent_publishes_all_arrive,
     settling_twice_is_refused,
     kinds_are_isolated,
     competing_consumers_get_distinct_jobs,
@@ -311,14 +373,23 @@ async fn memory_queue_is_bounded_per_kind() {
     let queue = MemoryQueue::new(2, DELIVERY_LIMIT);
     queue.publish(&chat_job("1")).await.unwrap();
     queue.publish(&chat_job("2")).await.unwrap();
-    assert!(matches!(queue.publish(&chat_job("3")).await, Err(QueueError::Full)));
+    assert!(matches!(
+        queue.publish(&chat_job("3")).await,
+        Err(QueueError::Full)
+    ));
     // Another kind has its own bound.
     queue.publish(&poison_job("other kind")).await.unwrap();
 
     let mut deliveries = queue.consume(JobKind::Chat, 1).await.unwrap();
     let delivery = next_job(&mut deliveries).await;
-    queue.publish(&chat_job("3")).await.expect("room again once a job was taken");
-    assert!(matches!(queue.publish(&chat_job("4")).await, Err(QueueError::Full)));
+    queue
+        .publish(&chat_job("3"))
+        .await
+        .expect("room again once a job was taken");
+    assert!(matches!(
+        queue.publish(&chat_job("4")).await,
+        Err(QueueError::Full)
+    ));
     // A job handed back is never refused, even at capacity.
     delivery.acker.retry().await.unwrap();
     assert_eq!(queue.depth(JobKind::Chat).await.unwrap(), 3);
@@ -327,9 +398,15 @@ async fn memory_queue_is_bounded_per_kind() {
 #[tokio::test]
 async fn rabbitmq_declares_durable_quorum_queues_with_the_limit() {
     let prefix = common::unique_prefix("topology");
-    let queue = RabbitQueue::connect(&common::amqp_url(), &prefix, DELIVERY_LIMIT, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let _cleanup = CleanupOnPanic(prefix.clone());
+    let queue = RabbitQueue::connect(
+        &common::amqp_url(),
+        &prefix,
+        DELIVERY_LIMIT,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
 
     // Inspect the broker through a connection of our own.
     let connection = lapin::Connection::connect(&common::amqp_url(), Default::default())
@@ -340,26 +417,46 @@ async fn rabbitmq_declares_durable_quorum_queues_with_the_limit() {
         async move {
             // A refused declare closes its channel, so each gets a fresh one.
             let channel = connection.create_channel().await.unwrap();
-            channel.queue_declare(name.as_str().into(), options, args).await
+            channel
+                .queue_declare(name.as_str().into(), options, args)
+                .await
         }
     };
-    let passive = QueueDeclareOptions { passive: true, ..Default::default() };
-    let durable = QueueDeclareOptions { durable: true, ..Default::default() };
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
     let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
 
     for kind in JobKind::ALL {
         let name = format!("{prefix}.jobs.{}", kind.as_str());
-        declare(name, passive, FieldTable::default()).await.expect("job queue exists");
+        declare(name, passive, FieldTable::default())
+            .await
+            .expect("job queue exists");
     }
-    declare(format!("{prefix}.jobs.dead"), passive, FieldTable::default())
-        .await
-        .expect("dead-letter queue exists");
+    declare(
+        format!("{prefix}.jobs.dead"),
+        passive,
+        FieldTable::default(),
+    )
+    .await
+    .expect("dead-letter queue exists");
 
     let chat = format!("{prefix}.jobs.chat");
     let mut quorum = FieldTable::default();
     quorum.insert("x-queue-type".into(), text("quorum"));
-    quorum.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(i64::from(DELIVERY_LIMIT) - 1));
-    quorum.insert("x-dead-letter-exchange".into(), text(&format!("{prefix}.dlx")));
+    quorum.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(DELIVERY_LIMIT) - 1),
+    );
+    quorum.insert(
+        "x-dead-letter-exchange".into(),
+        text(&format!("{prefix}.dlx")),
+    );
     quorum.insert("x-dead-letter-strategy".into(), text("at-least-once"));
     quorum.insert("x-overflow".into(), text("reject-publish"));
     declare(chat.clone(), durable, quorum.clone())
@@ -373,19 +470,52 @@ async fn rabbitmq_declares_durable_quorum_queues_with_the_limit() {
         "the broker refuses to call a quorum queue classic"
     );
     assert!(
-        declare(chat.clone(), QueueDeclareOptions::default(), quorum).await.is_err(),
+        declare(chat.clone(), QueueDeclareOptions::default(), quorum)
+            .await
+            .is_err(),
         "the broker refuses to call the durable queue transient"
     );
 
     queue.delete_all().await;
-    assert!(declare(chat, passive, FieldTable::default()).await.is_err(), "cleaned up");
+    assert!(
+        declare(chat, passive, FieldTable::default()).await.is_err(),
+        "cleaned up"
+    );
     let _ = connection.close(200, "done".into()).await;
+}
+
+#[tokio::test]
+async fn rabbitmq_publish_fails_when_no_queue_takes_the_job() {
+    let fixture = Fixture::rabbit("unroutable").await;
+    let connection = lapin::Connection::connect(&common::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let chat = format!("{}.jobs.chat", fixture.prefix);
+    channel
+        .queue_delete(chat.as_str().into(), Default::default())
+        .await
+        .unwrap();
+
+    match fixture.queue.publish(&chat_job("lost")).await {
+        Err(QueueError::Unavailable(_)) => {}
+        other => panic!("a job no queue accepted must not count as published: {other:?}"),
+    }
+    fixture
+        .queue
+        .publish(&poison_job("other kinds unaffected"))
+        .await
+        .unwrap();
+    let _ = connection.close(200, "done".into()).await;
+    fixture.finish().await;
 }
 
 #[tokio::test]
 async fn rabbitmq_survives_a_broken_connection() {
     let proxy = TcpProxy::start(&common::amqp_url()).await;
-    let queue = Arc::new(connect_rabbit(&proxy.url, &common::unique_prefix("broken_link")).await);
+    let prefix = common::unique_prefix("broken_link");
+    let _cleanup = CleanupOnPanic(prefix.clone());
+    let queue = Arc::new(connect_rabbit(&proxy.url, &prefix).await);
     let before = chat_job("before");
     queue.publish(&before).await.unwrap();
     let mut deliveries = queue.consume(JobKind::Chat, 1).await.unwrap();
@@ -398,13 +528,22 @@ async fn rabbitmq_survives_a_broken_connection() {
         other => panic!("expected the stream to report the lost connection, got {other:?}"),
     }
     assert!(next_within(&mut deliveries).await.is_none(), "then it ends");
-    assert!(held.acker.ack().await.is_err(), "a delivery of the lost channel cannot be acked");
+    assert!(
+        held.acker.ack().await.is_err(),
+        "a delivery of the lost channel cannot be acked"
+    );
 
     let after = chat_job("after");
     queue.publish(&after).await.expect("publish reconnects");
-    let mut deliveries = queue.consume(JobKind::Chat, 2).await.expect("consume again");
+    let mut deliveries = queue
+        .consume(JobKind::Chat, 2)
+        .await
+        .expect("consume again");
     let redelivered = next_job(&mut deliveries).await;
-    assert_eq!(redelivered.job, before, "the unacked job went back to the queue");
+    assert_eq!(
+        redelivered.job, before,
+        "the unacked job went back to the queue"
+    );
     assert_eq!(redelivered.delivery_count, 2);
     let next = next_job(&mut deliveries).await;
     assert_eq!(next.job, after);
@@ -423,6 +562,8 @@ async fn rabbitmq_rejects_undecodable_messages_to_the_dead_letter_queue() {
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
+    // Confirmed before the good job is published, so it is first in the queue.
+    channel.confirm_select(Default::default()).await.unwrap();
     channel
         .basic_publish(
             "".into(),
@@ -432,13 +573,18 @@ async fn rabbitmq_rejects_undecodable_messages_to_the_dead_letter_queue() {
             Default::default(),
         )
         .await
+        .unwrap()
+        .await
         .unwrap();
     let good = chat_job("good");
     fixture.queue.publish(&good).await.unwrap();
 
     let mut deliveries = fixture.queue.consume(JobKind::Chat, 1).await.unwrap();
     let delivery = next_job(&mut deliveries).await;
-    assert_eq!(delivery.job, good, "the garbage message is skipped, not yielded");
+    assert_eq!(
+        delivery.job, good,
+        "the garbage message is skipped, not yielded"
+    );
     delivery.acker.ack().await.unwrap();
 
     // consume_dead cannot decode the garbage either, so read the dead queue directly.

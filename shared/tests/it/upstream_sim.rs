@@ -319,13 +319,10 @@ async fn rest_statsig_modes() {
     let mut signer = fallback.clone();
     signer.statsig_mode = StatsigMode::Signer;
     signer.statsig_signer_url = format!("{}/sim/sign", sim.base_url());
-    let signed_client = client(&signer);
-    for _ in 0..2 {
-        let answer = ask(&signed_client, &token("plain"), "statsig?")
-            .await
-            .unwrap();
-        assert_eq!(answer.text, expected);
-    }
+    assert_eq!(
+        rest_answer_with(signer.clone()).await.unwrap().text,
+        expected
+    );
 
     // A signer that does not answer: the fallback value still gets through.
     let mut broken_signer = signer.clone();
@@ -444,5 +441,100 @@ async fn upload_returns_the_file_metadata_id() {
             retry_after: Some(Duration::from_secs(7))
         }
     );
+    server.abort();
+}
+
+/// A signer in front of the simulator's: records each request, then either forwards it or
+/// answers with a value the anti-bot check refuses.
+#[derive(Clone)]
+struct RecordingSigner {
+    sim_signer: String,
+    forward: bool,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+async fn recording_sign(
+    axum::extract::State(signer): axum::extract::State<RecordingSigner>,
+    axum::Json(request): axum::Json<serde_json::Value>,
+) -> axum::Json<serde_json::Value> {
+    signer.seen.lock().unwrap().push(request.clone());
+    if !signer.forward {
+        return axum::Json(serde_json::json!({"x-statsig-id": base64_of("not a signature")}));
+    }
+    let signed = reqwest::Client::new()
+        .post(&signer.sim_signer)
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    axum::Json(signed)
+}
+
+/// Starts a recording signer; returns its URL, its request log and the server task.
+async fn recording_signer(
+    sim: &SimHandle,
+    forward: bool,
+) -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let signer = RecordingSigner {
+        sim_signer: format!("{}/sim/sign", sim.base_url()),
+        forward,
+        seen: Default::default(),
+    };
+    let seen = signer.seen.clone();
+    let app = axum::Router::new()
+        .route("/sign", axum::routing::post(recording_sign))
+        .with_state(signer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/sign", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, seen, server)
+}
+
+#[tokio::test]
+async fn rest_signer_signs_the_page_meta_once_and_resigns_after_a_refusal() {
+    let sim = spawn_sim(sim_config()).await;
+    let expected = answer_for("statsig?").text;
+
+    let (url, seen, server) = recording_signer(&sim, true).await;
+    let mut config = upstream_config(&sim, ChatTransport::Rest);
+    config.statsig_mode = StatsigMode::Signer;
+    config.statsig_signer_url = url;
+    let signed_client = client(&config);
+    for _ in 0..2 {
+        let answer = ask(&signed_client, &token("plain"), "statsig?")
+            .await
+            .unwrap();
+        assert_eq!(answer.text, expected);
+    }
+    let requests = seen.lock().unwrap().clone();
+    assert_eq!(
+        requests.len(),
+        1,
+        "the signed value is cached: {requests:?}"
+    );
+    assert_eq!(
+        requests[0],
+        serde_json::json!({"method": "POST", "path": "/rest/app-chat/conversations/new",
+            "environment": {"metaContent": sim::SITE_VERIFICATION}})
+    );
+    server.abort();
+
+    let (url, seen, server) = recording_signer(&sim, false).await;
+    config.statsig_signer_url = url;
+    let error = ask(&client(&config), &token("plain"), "statsig?")
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(error.kind, UpstreamErrorKind::AntiBot);
+    assert_eq!(seen.lock().unwrap().len(), 2, "one re-sign after the 403");
     server.abort();
 }

@@ -3,6 +3,7 @@
 -- Keys are built here from the prefix instead of being passed in KEYS, because a lease
 -- decision reads tokens it cannot name in advance. That needs a single Redis node, or a
 -- prefix carrying a hash tag (for example "{grok2api}") so every key lands in one slot.
+-- Writing after TIME and SMEMBERS needs effect replication of scripts (Redis 5 or later).
 --
 -- Layout:
 --   <p>:toks          set of all token ids
