@@ -30,6 +30,13 @@ struct Common {
 }
 
 #[derive(Subcommand)]
+enum SchedulerAction {
+    /// Run one task now (pool_sync, quota_refresh, invalid_recheck, lease_reaper,
+    /// blob_cleanup, job_retention) and print what it did.
+    RunOnce { task: String },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run gateway, worker and scheduler in one process. With no backend URLs configured it
     /// needs no server at all: in-process queue, bus and pool, SQLite under ./data.
@@ -57,6 +64,9 @@ enum Command {
     Scheduler {
         #[command(flatten)]
         common: Common,
+        /// Run one task now and exit, instead of running the schedule.
+        #[command(subcommand)]
+        action: Option<SchedulerAction>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -93,10 +103,27 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    shared::telemetry::set_role(role_of(&cli.command));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli.command))
+    let result = runtime.block_on(run(cli.command));
+    // Export the last spans while the runtime that drives the exporter is still alive.
+    shared::telemetry::shutdown();
+    result
+}
+
+/// The role a command runs, as `service.name` and the `role` metric label see it.
+fn role_of(command: &Command) -> &'static str {
+    match command {
+        Command::Serve { .. } => "serve",
+        Command::Gateway { .. } => "gateway",
+        Command::Worker { .. } => "worker",
+        Command::Scheduler { .. } => "scheduler",
+        Command::Migrate { .. } => "migrate",
+        Command::Sim { .. } => "sim",
+        _ => "cli",
+    }
 }
 
 fn load(common: &Common, port: Option<u16>) -> anyhow::Result<Arc<Config>> {
@@ -105,6 +132,7 @@ fn load(common: &Common, port: Option<u16>) -> anyhow::Result<Arc<Config>> {
         config.server.port = p;
     }
     shared::telemetry::init(&config.log);
+    shared::metrics::install(shared::telemetry::role());
     Ok(Arc::new(config))
 }
 
@@ -120,14 +148,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Worker { common } => {
             let config = distributed(load(&common, None)?, "worker")?;
             let backends = Backends::connect(&config).await?;
+            let shutdown = shutdown_signal();
+            shared::ops::spawn(&config.metrics.listen, &backends, &shutdown).await?;
             let worker = worker::Worker::new(config, backends)?;
-            worker.run(shutdown_signal()).await;
+            worker.run(shutdown).await;
             Ok(())
         }
-        Command::Scheduler { common } => {
+        Command::Scheduler {
+            common,
+            action: Some(SchedulerAction::RunOnce { task }),
+        } => {
+            let config = load(&common, None)?;
+            let task = scheduler::tasks::Task::parse(&task).with_context(|| {
+                let names: Vec<&str> = scheduler::tasks::Task::ALL
+                    .iter()
+                    .map(|t| t.name())
+                    .collect();
+                format!("unknown task {task:?}; tasks: {}", names.join(", "))
+            })?;
+            let backends = Backends::connect(&config).await?;
+            let summary = scheduler::tasks::run_once(task, &config, &backends).await?;
+            println!("{}: {summary}", task.name());
+            Ok(())
+        }
+        Command::Scheduler { common, .. } => {
             let config = distributed(load(&common, None)?, "scheduler")?;
             let backends = Backends::connect(&config).await?;
-            scheduler::run(backends, shutdown_signal()).await;
+            let shutdown = shutdown_signal();
+            shared::ops::spawn(&config.metrics.listen, &backends, &shutdown).await?;
+            scheduler::run(config, backends, shutdown).await;
             Ok(())
         }
         Command::Migrate { common } => {
@@ -198,7 +247,11 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let worker = worker::Worker::new(config.clone(), backends.clone())?;
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
-    let scheduler_task = tokio::spawn(scheduler::run(backends.clone(), shutdown.clone()));
+    let scheduler_task = tokio::spawn(scheduler::run(
+        config.clone(),
+        backends.clone(),
+        shutdown.clone(),
+    ));
     let served = run_gateway(config, backends, shutdown).await;
     let _ = worker_task.await;
     let _ = scheduler_task.await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use shared::bus::{EventBus, EventStream};
-use shared::event::JobEvent;
+use shared::event::{EventBody, JobEvent};
 use std::collections::VecDeque;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -131,18 +131,21 @@ impl EventFeed {
                     self.live = None;
                     self.resubscribe().await;
                 }
-                Ok(Some(ev)) => match judge(self.cursor, &ev) {
-                    Verdict::Accept => {
-                        if let Some(ev) = self.take(ev, false) {
-                            return Some(Ok(ev));
+                Ok(Some(ev)) => {
+                    shared::metrics::bus_lag(ev.meta.published_ms);
+                    match judge(self.cursor, &ev) {
+                        Verdict::Accept => {
+                            if let Some(ev) = self.take(ev, false) {
+                                return Some(Ok(ev));
+                            }
+                        }
+                        Verdict::Duplicate => {}
+                        Verdict::Gap => {
+                            self.fill_from_replay().await;
+                            self.pending.push_back(ev);
                         }
                     }
-                    Verdict::Duplicate => {}
-                    Verdict::Gap => {
-                        self.fill_from_replay().await;
-                        self.pending.push_back(ev);
-                    }
-                },
+                }
             }
         }
     }
@@ -157,6 +160,9 @@ impl EventFeed {
         }
         if verdict == Verdict::Gap {
             tracing::warn!(job_id = %self.job_id, cursor = ?self.cursor, got = %ev.cursor(), "events missing from the replay log");
+        }
+        if self.cursor.is_none() || ev.is_terminal() {
+            received(&ev);
         }
         self.cursor = Some((ev.attempt, ev.seq));
         if ev.is_terminal() {
@@ -185,6 +191,31 @@ impl EventFeed {
     }
 }
 
+/// Records the arrival of a job's first and last event as a span in the worker's trace
+/// (the event carries the publishing span's context), so a trace shows the way back too.
+fn received(ev: &JobEvent) {
+    let kind = match &ev.body {
+        EventBody::Started { .. } => "started",
+        EventBody::Reasoning { .. } => "reasoning",
+        EventBody::Delta { .. } => "delta",
+        EventBody::Progress { .. } => "progress",
+        EventBody::Usage { .. } => "usage",
+        EventBody::Done { .. } => "done",
+        EventBody::Error(_) => "error",
+        #[allow(unreachable_patterns)]
+        _ => "other",
+    };
+    let span = tracing::info_span!(
+        "event received",
+        otel.kind = "consumer",
+        job_id = %ev.job_id,
+        event = kind,
+        attempt = ev.attempt,
+        seq = ev.seq
+    );
+    shared::telemetry::set_parent(&span, ev.meta.traceparent.as_deref());
+}
+
 /// Parses a `Last-Event-ID` of the form `<attempt>-<seq>`.
 pub fn parse_cursor(value: &str) -> Option<(u32, u64)> {
     let (a, s) = value.trim().split_once('-')?;
@@ -194,7 +225,6 @@ pub fn parse_cursor(value: &str) -> Option<(u32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::event::EventBody;
 
     fn ev(attempt: u32, seq: u64) -> JobEvent {
         JobEvent {
@@ -204,6 +234,7 @@ mod tests {
             body: EventBody::Delta {
                 text: String::new(),
             },
+            meta: Default::default(),
         }
     }
 

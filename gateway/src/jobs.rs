@@ -8,6 +8,7 @@ use shared::bus::EventBus;
 use shared::job::JobEnvelope;
 use shared::queue::QueueError;
 use tokio::time::Instant;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -26,20 +27,27 @@ pub async fn submit(
         tracing::error!(error = %e, "event bus subscribe failed");
         ApiError::unavailable("The event bus is unavailable, try again shortly", 2)
     })?;
-    state
+    let published = state
         .backends
         .queue
         .publish(job)
-        .await
-        .map_err(|e| match e {
-            QueueError::Full => {
-                ApiError::unavailable("The server is at capacity, try again shortly", 1)
-            }
-            other => {
-                tracing::error!(error = %other, "job publish failed");
-                ApiError::unavailable("The job queue is unavailable, try again shortly", 2)
-            }
-        })?;
+        .instrument(tracing::info_span!("publish", otel.kind = "producer", job_id = %job.id))
+        .await;
+    let outcome = match &published {
+        Ok(()) => "ok",
+        Err(QueueError::Full) => "full",
+        Err(_) => "unavailable",
+    };
+    shared::metrics::job_published(job.kind, outcome);
+    published.map_err(|e| match e {
+        QueueError::Full => {
+            ApiError::unavailable("The server is at capacity, try again shortly", 1)
+        }
+        other => {
+            tracing::error!(error = %other, "job publish failed");
+            ApiError::unavailable("The job queue is unavailable, try again shortly", 2)
+        }
+    })?;
     Ok(EventFeed::new(bus, job.id, live, Instant::now() + timeout))
 }
 
@@ -72,13 +80,18 @@ impl Drop for CancelOnDrop {
         }
         let (bus, job_id) = (self.bus.clone(), self.job_id);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move {
-                if let Err(e) = bus.cancel(job_id).await {
-                    tracing::warn!(%job_id, error = %e, "could not cancel abandoned job");
-                } else {
-                    tracing::debug!(%job_id, "caller left; job cancelled");
+            // Dropped inside the request's span: keep its request id on these lines.
+            let span = tracing::Span::current();
+            handle.spawn(
+                async move {
+                    if let Err(e) = bus.cancel(job_id).await {
+                        tracing::warn!(%job_id, error = %e, "could not cancel abandoned job");
+                    } else {
+                        tracing::debug!(%job_id, "caller left; job cancelled");
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 }

@@ -9,10 +9,14 @@ pub mod chat;
 pub mod error;
 pub mod extract;
 pub mod feed;
+pub mod files;
 pub mod health;
+pub mod images;
 pub mod jobs;
 pub mod models;
+pub mod observe;
 pub mod state;
+pub mod videos;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -32,6 +36,17 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/v1/chat/completions", post(chat::completions))
         .route("/v1/models", get(models::list))
+        .route("/v1/images/generations", post(images::generations::create))
+        .route(
+            "/v1/images/edits",
+            post(images::edits::create).layer(DefaultBodyLimit::max(images::edits::MAX_BODY_BYTES)),
+        )
+        .route("/v1/videos", post(videos::create))
+        .route("/v1/videos/{id}", get(videos::retrieve))
+        .route(
+            "/v1/videos/{id}/content",
+            get(videos::content).head(videos::content),
+        )
         .route("/v1/models/{id}", get(models::get))
         .layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
@@ -40,21 +55,54 @@ pub fn router(state: AppState) -> Router {
             "/v1/admin/tokens",
             get(admin::tokens::list).post(admin::tokens::replace),
         )
+        .route("/v1/admin/tokens/refresh", post(admin::ops::refresh))
+        .route(
+            "/v1/admin/tokens/refresh/async",
+            post(admin::ops::refresh_async),
+        )
+        .route(
+            "/v1/admin/tokens/nsfw/enable",
+            post(admin::ops::nsfw_enable),
+        )
+        .route(
+            "/v1/admin/tokens/nsfw/enable/async",
+            post(admin::ops::nsfw_enable_async),
+        )
+        .route(
+            "/v1/admin/cache/online/clear",
+            post(admin::ops::online_clear),
+        )
+        .route(
+            "/v1/admin/cache/online/clear/async",
+            post(admin::ops::online_clear_async),
+        )
+        .route(
+            "/v1/admin/cache/online/load/async",
+            post(admin::ops::online_load_async),
+        )
+        .route("/v1/admin/batch/{id}/stream", get(admin::batch::stream))
+        .route("/v1/admin/batch/{id}/cancel", post(admin::batch::cancel))
         .layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     Router::new()
         .merge(api)
         .merge(admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        // Media links carry no key (see files.rs).
+        .route(
+            "/v1/files/image/{name}",
+            get(files::image).head(files::image),
+        )
+        .route(
+            "/v1/files/video/{name}",
+            get(files::video).head(files::video),
+        )
+        .route("/metrics", get(observe::prometheus))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
-                let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
-        )
+        .layer(axum::middleware::from_fn(observe::track_http))
+        .layer(TraceLayer::new_for_http().make_span_with(observe::request_span::<axum::body::Body>))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)

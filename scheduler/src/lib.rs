@@ -11,6 +11,10 @@ use shared::models::Tier;
 use shared::pool::PoolToken;
 use tokio_util::sync::CancellationToken;
 
+pub mod blob_cleanup;
+pub mod sampler;
+pub mod tasks;
+
 /// How often the pool is re-synced from the store.
 pub const POOL_SYNC_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -45,18 +49,12 @@ pub async fn sync_pool_from_store(backends: &Backends) -> anyhow::Result<usize> 
     Ok(count)
 }
 
-pub async fn run(backends: Backends, shutdown: CancellationToken) {
-    let mut tick = tokio::time::interval(POOL_SYNC_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                match sync_pool_from_store(&backends).await {
-                    Ok(n) => tracing::debug!(tokens = n, "pool synced from store"),
-                    Err(e) => tracing::warn!(error = %e, "pool sync failed"),
-                }
-            }
-            _ = shutdown.cancelled() => break,
-        }
-    }
+/// Runs the scheduler's tasks (see [`tasks`]) until `shutdown`.
+pub async fn run(
+    config: std::sync::Arc<shared::config::Config>,
+    backends: Backends,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(sampler::run(backends.clone(), shutdown.clone()));
+    tasks::run(config, backends, shutdown).await
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::Secret;
+use crate::blob::BlobStore;
 use crate::bus::EventBus;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
@@ -29,6 +30,8 @@ pub struct Backends {
     pub pool: Arc<dyn TokenPool>,
     pub store: Arc<dyn Store>,
     pub cipher: TokenCipher,
+    /// Generated media (`[blob]`): a local directory or S3; see `crate::blob`.
+    pub blob: Arc<dyn BlobStore>,
 }
 
 impl Backends {
@@ -80,12 +83,21 @@ impl Backends {
                     ),
                 )
             };
+        let blob = crate::blob::connect(config)
+            .await
+            .context("connecting the blob store")?;
+        if config.blob.url.is_empty() && !config.backend.queue_url.is_empty() {
+            tracing::warn!(
+                "blob.url is empty: media stays in this process's data_dir; processes on other machines cannot serve it"
+            );
+        }
         Ok(Backends {
             queue,
             bus,
             pool,
             store,
             cipher,
+            blob,
         })
     }
 
@@ -101,6 +113,7 @@ pub fn pool_settings(config: &Config) -> PoolSettings {
         fail_threshold: config.token.fail_threshold,
         default_cooldown: Duration::from_secs(config.token.default_cooldown_secs),
         prefix: config.backend.prefix.clone(),
+        selection: config.token.selection,
     }
 }
 

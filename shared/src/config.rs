@@ -26,9 +26,15 @@ pub struct Config {
     pub retry: RetryConfig,
     pub token: TokenConfig,
     pub chat: ChatConfig,
+    pub video: VideoConfig,
+    pub image: ImageConfig,
     pub worker: WorkerConfig,
     pub security: SecurityConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+    pub blob: BlobConfig,
+    pub fetch: FetchConfig,
+    pub scheduler: SchedulerConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -83,6 +89,17 @@ pub struct AppConfig {
     pub temporary: bool,
     pub disable_memory: bool,
     pub filter_tags: Vec<String>,
+    /// How a generated video is rendered in a chat answer.
+    pub video_format: VideoFormat,
+}
+
+/// How a video reaches a chat answer: an HTML `<video>` element, a bare URL or a Markdown link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoFormat {
+    Html,
+    Url,
+    Markdown,
 }
 
 impl AppConfig {
@@ -146,6 +163,7 @@ pub struct TokenConfig {
     pub lease_ttl_secs: u64,
     pub basic_quota: i64,
     pub super_quota: i64,
+    pub selection: crate::pool::Selection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -154,10 +172,35 @@ pub struct ChatConfig {
     pub timeout_secs: u64,
 }
 
+/// Image generation and edit (`[image]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageConfig {
+    /// Seconds an image job may take end to end.
+    pub timeout_secs: u64,
+    /// `enable_nsfw` of Imagine requests.
+    pub nsfw: bool,
+    /// `enable_pro` of Imagine requests (the higher-quality model, where the account has it).
+    pub enable_pro: bool,
+    /// Default `response_format` when a request names none: "url" or "b64_json".
+    pub response_format: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VideoConfig {
+    /// Seconds a video job may take end to end; an unfinished `/v1/videos` job fails then.
+    pub timeout_secs: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     pub chat_concurrency: usize,
+    /// Image jobs (generation and edit) one worker runs at once.
+    pub image_concurrency: usize,
+    /// Video jobs one worker runs at once (they are long and heavy upstream).
+    pub video_concurrency: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,11 +210,78 @@ pub struct SecurityConfig {
     pub previous_token_keys: Vec<Secret>,
 }
 
+/// Where generated media is kept (`[blob]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobConfig {
+    /// "" (a local directory, `data_dir/media`) or `s3://bucket[/key-prefix]`.
+    pub url: String,
+    /// S3 endpoint (`http://127.0.0.1:8333` for SeaweedFS/MinIO); empty: AWS's own.
+    pub endpoint: String,
+    pub region: String,
+    /// Static credentials; both empty: the AWS default chain (environment, profile, IMDS).
+    pub access_key: Secret,
+    pub secret_key: Secret,
+    /// Lifetime of presigned GET URLs, in seconds.
+    pub presign_secs: u64,
+    /// Objects larger than this go up as a multipart upload in parts of this size.
+    pub multipart_threshold_bytes: u64,
+}
+
+/// Downloads of URLs that users give (`[fetch]`); see `crate::fetch`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FetchConfig {
+    /// Largest body accepted, in bytes.
+    pub max_bytes: u64,
+    /// Seconds one fetch may take, redirects included.
+    pub timeout_secs: u64,
+    /// Fetches one process runs at once.
+    pub concurrency: usize,
+}
+
+/// S3's smallest part size (every part but the last).
+pub const S3_MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+impl BlobConfig {
+    /// Bucket and key prefix of an `s3://bucket[/prefix]` URL.
+    pub fn s3_location(&self) -> Option<(&str, &str)> {
+        let rest = self.url.strip_prefix("s3://")?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        Some((bucket, prefix.trim_matches('/')))
+    }
+}
+
+/// Periodic upkeep; every interval is in seconds, 0 switches the task off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerConfig {
+    pub leader_ttl_ms: u64,
+    pub pool_sync_secs: u64,
+    pub quota_refresh_secs: u64,
+    pub refresh_min_age_secs: u64,
+    pub invalid_recheck_secs: u64,
+    pub lease_reaper_secs: u64,
+    pub blob_cleanup_secs: u64,
+    pub blob_limit_mb: u64,
+    pub blob_max_age_secs: u64,
+    pub job_retention_secs: u64,
+    pub job_max_age_secs: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogConfig {
     pub format: String,
     pub level: String,
+}
+
+/// The worker's and scheduler's own `/metrics`, `/healthz` and `/readyz` listener.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `host:port`; empty disables it. The gateway serves these routes on its own port.
+    pub listen: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -283,8 +393,23 @@ impl Config {
         if self.retry.max_retry == 0 {
             return Err(invalid("retry.max_retry", "must be at least 1"));
         }
+        if self.worker.image_concurrency == 0 {
+            return Err(invalid("worker.image_concurrency", "must be at least 1"));
+        }
+        if self.image.timeout_secs == 0 {
+            return Err(invalid("image.timeout_secs", "must be at least 1"));
+        }
+        if !matches!(self.image.response_format.as_str(), "url" | "b64_json") {
+            return Err(invalid("image.response_format", "\"url\" or \"b64_json\""));
+        }
         if self.worker.chat_concurrency == 0 {
             return Err(invalid("worker.chat_concurrency", "must be at least 1"));
+        }
+        if self.worker.video_concurrency == 0 {
+            return Err(invalid("worker.video_concurrency", "must be at least 1"));
+        }
+        if self.video.timeout_secs == 0 {
+            return Err(invalid("video.timeout_secs", "must be at least 1"));
         }
         for (key, url) in [
             ("upstream.base_url", &self.upstream.base_url),
@@ -320,8 +445,78 @@ impl Config {
                 "required when statsig_mode = \"signer\"",
             ));
         }
+        self.validate_blob()?;
+        if self.fetch.max_bytes == 0 || self.fetch.timeout_secs == 0 || self.fetch.concurrency == 0
+        {
+            return Err(invalid(
+                "fetch",
+                "max_bytes, timeout_secs and concurrency must be at least 1",
+            ));
+        }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return Err(invalid("log.format", "\"text\" or \"json\""));
+        }
+        if !self.metrics.listen.trim().is_empty()
+            && self
+                .metrics
+                .listen
+                .trim()
+                .parse::<std::net::SocketAddr>()
+                .is_err()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                "must be empty or host:port with an IP address, e.g. 0.0.0.0:9100",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_blob(&self) -> Result<(), ConfigError> {
+        let blob = &self.blob;
+        if !blob.url.is_empty() {
+            let valid_bucket = |b: &str| {
+                (3..=63).contains(&b.len())
+                    && b.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b".-".contains(&c))
+                    && b.starts_with(|c: char| c.is_ascii_alphanumeric())
+            };
+            match blob.s3_location() {
+                Some((bucket, prefix))
+                    if valid_bucket(bucket)
+                        && (prefix.is_empty() || crate::blob::validate_key(prefix).is_ok()) => {}
+                _ => {
+                    return Err(invalid(
+                        "blob.url",
+                        "must be empty (local directory) or s3://bucket[/prefix]",
+                    ));
+                }
+            }
+        }
+        if !blob.endpoint.is_empty()
+            && url::Url::parse(&blob.endpoint)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+        {
+            return Err(invalid("blob.endpoint", "must be empty or an http(s) URL"));
+        }
+        if blob.access_key.is_empty() != blob.secret_key.is_empty() {
+            return Err(invalid(
+                "blob.secret_key",
+                "access_key and secret_key go together",
+            ));
+        }
+        if !(1..=604_800).contains(&blob.presign_secs) {
+            return Err(invalid(
+                "blob.presign_secs",
+                "between 1 and 604800 (7 days)",
+            ));
+        }
+        if blob.multipart_threshold_bytes < S3_MIN_PART_BYTES {
+            return Err(invalid(
+                "blob.multipart_threshold_bytes",
+                "at least 5242880 (S3's smallest part)",
+            ));
         }
         Ok(())
     }

@@ -14,6 +14,34 @@ pub struct JobEvent {
     pub seq: u64,
     #[serde(flatten)]
     pub body: EventBody,
+    /// Observability metadata; absent in events from older workers.
+    #[serde(default, skip_serializing_if = "EventMeta::is_empty")]
+    pub meta: EventMeta,
+}
+
+/// Metadata carried by every event for metrics and tracing, not for the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventMeta {
+    /// Unix milliseconds when the worker published the event (0: unknown).
+    #[serde(default)]
+    pub published_ms: i64,
+    /// W3C trace context of the worker span that published the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+}
+
+impl EventMeta {
+    /// Stamps the publish time and the current span's trace context.
+    pub fn now() -> Self {
+        Self {
+            published_ms: crate::time::now_ms(),
+            traceparent: crate::telemetry::current_traceparent(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.published_ms == 0 && self.traceparent.is_none()
+    }
 }
 
 impl JobEvent {
@@ -54,6 +82,44 @@ pub enum EventBody {
         response_id: Option<String>,
     },
     Error(JobError),
+    /// Progress of an account batch (`crate::batch`).
+    Batch(crate::batch::BatchProgress),
+    /// An image (or its progress) of a media job. Final images are in the blob store
+    /// before this event is published.
+    Media(MediaOutput),
+}
+
+/// How far one output of a media job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaStage {
+    /// Progress only, or a low-resolution preview.
+    Preview,
+    /// The verified, stored result.
+    Final,
+}
+
+/// One output of a media job. Bus messages stay small: final bytes live in the blob store
+/// (`key`); only small previews travel inline (`b64`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaOutput {
+    /// Position of the output in the request (0-based).
+    pub index: u32,
+    pub stage: MediaStage,
+    /// Percent complete, 0 to 100.
+    pub progress: u8,
+    /// Blob key of a final output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Content type of the bytes (empty for progress without bytes).
+    #[serde(default)]
+    pub content_type: String,
+    /// Size of the bytes, 0 for progress without bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Base64 of a small preview.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub b64: Option<String>,
 }
 
 /// A terminal failure, already classified for the caller.
@@ -96,6 +162,7 @@ mod tests {
             attempt: 2,
             seq: 7,
             body: EventBody::Delta { text: "hi".into() },
+            meta: EventMeta::default(),
         };
         let json = serde_json::to_value(&ev).unwrap();
         assert_eq!(json["event"], "delta");
@@ -111,5 +178,25 @@ mod tests {
         assert!(err.is_terminal());
         let back: JobEvent = serde_json::from_str(&serde_json::to_string(&err).unwrap()).unwrap();
         assert_eq!(back, err);
+    }
+
+    #[test]
+    fn event_metadata_round_trips_and_defaults_when_absent() {
+        let ev = JobEvent {
+            job_id: Uuid::nil(),
+            attempt: 1,
+            seq: 1,
+            body: EventBody::Delta { text: "x".into() },
+            meta: EventMeta {
+                published_ms: 1_700_000_000_000,
+                traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            },
+        };
+        let back: JobEvent = serde_json::from_str(&serde_json::to_string(&ev).unwrap()).unwrap();
+        assert_eq!(back, ev);
+        let old = r#"{"job_id":"00000000-0000-0000-0000-000000000000","attempt":1,"seq":1,"event":"delta","text":"x"}"#;
+        let parsed: JobEvent = serde_json::from_str(old).unwrap();
+        assert_eq!(parsed.meta, EventMeta::default());
+        assert!(!serde_json::to_string(&parsed).unwrap().contains("meta"));
     }
 }

@@ -54,7 +54,9 @@ impl JobEnvelope {
             id: Uuid::now_v7(),
             kind: payload.kind(),
             deadline_ms,
-            traceparent: None,
+            // The span creating the job (the caller's request) becomes the parent of the
+            // worker's span for it.
+            traceparent: crate::telemetry::current_traceparent(),
             payload,
         }
     }
@@ -64,6 +66,14 @@ impl JobEnvelope {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobPayload {
     Chat(ChatJob),
+    /// Image generation over the Imagine WebSocket.
+    ImageGenerate(ImageJob),
+    /// Image edit: `inputs` are blob keys of the caller's images, stored by the gateway.
+    ImageEdit(ImageEditJob),
+    /// Video generation, for a chat completion or an asynchronous `/v1/videos` job.
+    Video(VideoJob),
+    /// An operation on a set of accounts (quota refresh, NSFW, online assets).
+    Account(crate::batch::AccountJob),
     /// A job whose handler always fails; lets tests and operators check dead-lettering.
     Poison {
         note: String,
@@ -74,7 +84,10 @@ impl JobPayload {
     pub fn kind(&self) -> JobKind {
         match self {
             JobPayload::Chat(_) => JobKind::Chat,
+            JobPayload::ImageGenerate(_) | JobPayload::ImageEdit(_) => JobKind::Image,
+            JobPayload::Video(_) => JobKind::Video,
             JobPayload::Poison { .. } => JobKind::Maintenance,
+            JobPayload::Account(_) => JobKind::Maintenance,
         }
     }
 }
@@ -99,4 +112,63 @@ pub struct ChatJob {
     /// Whether the caller wants reasoning at all; the worker skips publishing it otherwise.
     pub want_reasoning: bool,
     pub stream: bool,
+}
+
+/// An image generation, already validated by the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageJob {
+    /// Public model id (for the response).
+    pub model: String,
+    pub tier: Tier,
+    pub cost: u32,
+    pub prompt: String,
+    /// Images wanted (1 to 10).
+    pub n: u32,
+    /// Upstream aspect ratio (`1:1`, `2:3`, `16:9`, ...).
+    pub aspect_ratio: String,
+    /// Whether the caller streams, so previews are worth publishing.
+    pub stream: bool,
+}
+
+/// An image edit: the generation fields plus the input images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageEditJob {
+    #[serde(flatten)]
+    pub image: ImageJob,
+    /// Blob keys of the input images, in the caller's order (at most 8 reach the upstream).
+    pub inputs: Vec<String>,
+}
+
+/// A video generation, already validated by the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoJob {
+    /// Public model id (for the response).
+    pub model: String,
+    pub cost: u32,
+    pub prompt: String,
+    /// Upstream aspect ratio: `16:9`, `9:16`, `3:2`, `2:3` or `1:1`.
+    pub aspect_ratio: String,
+    /// Length in seconds, 1 to 15.
+    pub seconds: u32,
+    /// `480p` or `720p`.
+    pub resolution: String,
+    /// Upstream `--mode=` value (`custom`, `normal`, `extremely-crazy`, ...).
+    pub mode: String,
+    /// Image-to-video: the input image as a `data:` URI or an http(s) URL (fetched by the
+    /// worker under the SSRF policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub delivery: VideoDelivery,
+}
+
+/// How a video job reports its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum VideoDelivery {
+    /// A chat completion: progress lines (when `progress_lines`) and the rendered video as
+    /// text events.
+    Chat { progress_lines: bool },
+    /// An asynchronous `/v1/videos` job: the store record with the job's id is the outcome;
+    /// events carry progress only.
+    Record,
 }

@@ -6,13 +6,18 @@
 //! Redis, SQL or S3 type.
 
 pub mod backends;
+pub mod batch;
 pub mod blob;
 pub mod bus;
 pub mod config;
 pub mod crypto;
 pub mod event;
+pub mod fetch;
 pub mod job;
+pub mod leader;
+pub mod metrics;
 pub mod models;
+pub mod ops;
 pub mod pool;
 pub mod queue;
 pub mod secret;

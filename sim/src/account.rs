@@ -13,9 +13,6 @@ use sha2::{Digest, Sha256};
 use crate::faults::{self, Faults};
 use crate::{MODES, SimState};
 
-/// Length of the quota window `/rest/rate-limits` reports.
-const WINDOW_SIZE_SECS: u64 = 7200;
-
 /// The user id the simulator assigns to an account token (deterministic, a UUID string).
 pub fn user_id_for(token: &str) -> String {
     let digest = Sha256::new()
@@ -108,14 +105,19 @@ pub(crate) async fn rate_limits(
         },
         Err(_) => return faults::bad_request("request body is not valid JSON"),
     };
-    let total = total_queries(&token, &mode);
+    crate::account_ops::count_rate_limit_call(&state, &token);
+    let total =
+        crate::account_ops::total_override(&token).unwrap_or_else(|| total_queries(&token, &mode));
     let remaining = if faults.rate_limited {
         0
     } else {
-        total.saturating_sub(state.stats.calls_for(&token))
+        let used = state
+            .accounts
+            .used_in_window(&token, state.stats.calls_for(&token));
+        total.saturating_sub(used)
     };
     Json(json!({
-        "windowSizeSeconds": WINDOW_SIZE_SECS,
+        "windowSizeSeconds": crate::account_ops::WINDOW_SIZE_SECS,
         "remainingQueries": remaining,
         "totalQueries": total,
     }))

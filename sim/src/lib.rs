@@ -10,12 +10,20 @@
 //! `GET /sim/stats` and `POST /sim/reset`.
 
 mod account;
+mod account_ops;
 mod answer;
+mod assets;
 mod faults;
+mod image_edit;
+mod imagine;
+mod mp4;
+mod png;
 mod rest;
 mod script;
 mod stats;
 mod statsig;
+mod upload;
+mod video;
 mod ws_gateway;
 
 use std::net::SocketAddr;
@@ -29,10 +37,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use account::user_id_for;
+pub use account_ops::AccountOps;
 pub use answer::{MAX_WORDS, SimAnswer, answer_for};
 pub use faults::FAULT_HEADER;
+pub use image_edit::{EDIT_IMAGES_PER_CALL, edited_image};
+pub use imagine::{FAIL_MARKER, MODERATED_MARKER, imagine_image, imagine_preview};
 pub use stats::{SimStats, TokenStats};
 pub use statsig::{SIGNED_LEN, SITE_VERIFICATION};
+pub use video::{generated_video, upscaled_video, video_thumbnail};
 
 /// The chat modes the upstream accepts (`modeId`, `session.model`, `modelName`).
 pub(crate) const MODES: [&str; 4] = ["fast", "auto", "expert", "heavy"];
@@ -67,6 +79,10 @@ pub(crate) struct SimState {
     pub(crate) stats: Arc<stats::StatsRegistry>,
     /// Cancelled when the simulator stops, so long-lived streams (stalls) end with it.
     pub(crate) shutdown: CancellationToken,
+    /// Uploaded files and generated assets, per account.
+    pub(crate) media: Arc<assets::MediaStore>,
+    /// Quota windows, terms, birth dates, NSFW switches and online assets, per account.
+    pub(crate) accounts: Arc<account_ops::Accounts>,
 }
 
 impl SimState {
@@ -75,6 +91,8 @@ impl SimState {
             config,
             stats: Arc::default(),
             shutdown: CancellationToken::new(),
+            media: assets::new_store(),
+            accounts: Arc::default(),
         })
     }
 }
@@ -146,6 +164,42 @@ fn router(state: Arc<SimState>) -> Router {
             post(rest::conversations_new),
         )
         .route("/rest/rate-limits", post(account::rate_limits))
+        .route(
+            "/rest/media/imagine/quota_info",
+            post(account_ops::imagine_quota),
+        )
+        .route(
+            "/auth_mgmt.AuthManagement/SetTosAcceptedVersion",
+            post(account_ops::set_tos_accepted_version),
+        )
+        .route(
+            "/rest/auth/set-tos-accepted",
+            post(account_ops::set_tos_accepted),
+        )
+        .route(
+            "/rest/auth/set-birth-date",
+            post(account_ops::set_birth_date),
+        )
+        .route(
+            "/auth_mgmt.AuthManagement/UpdateUserFeatureControls",
+            post(account_ops::update_feature_controls),
+        )
+        .route("/rest/assets", get(account_ops::list_assets))
+        .route(
+            "/rest/assets-metadata/{id}",
+            axum::routing::delete(account_ops::delete_asset),
+        )
+        .route("/sim/clock/advance", post(account_ops::advance_clock))
+        .route("/sim/accounts", get(account_ops::accounts))
+        .route("/ws/imagine/listen", get(imagine::upgrade))
+        .route(
+            "/http/upload-file-v2/direct",
+            post(upload::upload).layer(axum::extract::DefaultBodyLimit::max(
+                upload::MAX_UPLOAD_BYTES + 64 * 1024,
+            )),
+        )
+        .route("/users/{*rest}", get(assets::download))
+        .route("/rest/media/video/upscale", post(video::upscale))
         .route("/index", get(statsig::index_page))
         .route("/sim/sign", post(statsig::sign))
         .route("/sim/stats", get(sim_stats))
@@ -159,5 +213,6 @@ async fn sim_stats(State(state): State<Arc<SimState>>) -> axum::Json<SimStats> {
 
 async fn sim_reset(State(state): State<Arc<SimState>>) -> axum::http::StatusCode {
     state.stats.reset();
+    state.accounts.reset();
     axum::http::StatusCode::NO_CONTENT
 }

@@ -57,6 +57,16 @@ pub(crate) async fn conversations_new(
     if !statsig::is_accepted(&headers) {
         return faults::anti_bot_challenge();
     }
+    if let Ok(request) = serde_json::from_slice::<Value>(&body)
+        && crate::image_edit::is_edit(&request)
+    {
+        return crate::image_edit::respond(&state, &token, &request, faults);
+    }
+    if let Ok(request) = serde_json::from_slice::<Value>(&body)
+        && crate::video::is_video(&request)
+    {
+        return crate::video::respond(&state, &token, &request, faults);
+    }
     let call = match validate(&headers, &body) {
         Ok(call) => call,
         Err(message) => return faults::bad_request(message),

@@ -26,6 +26,10 @@ pub struct Options {
     pub transport: &'static str,
     pub extra_env: Vec<(String, String)>,
     pub sim: sim::SimConfig,
+    /// Environment for one role only: `(role, name, value)`, role as in `grok2api <role>`.
+    pub role_env: Vec<(&'static str, String, String)>,
+    /// Distributed shape: also run a `grok2api scheduler` process.
+    pub scheduler: bool,
 }
 
 impl Default for Options {
@@ -34,6 +38,8 @@ impl Default for Options {
             transport: "ws",
             extra_env: vec![],
             sim: sim::SimConfig::default(),
+            role_env: vec![],
+            scheduler: false,
         }
     }
 }
@@ -43,11 +49,44 @@ pub struct Cluster {
     pub sim: sim::SimHandle,
     pub gateways: Vec<String>,
     processes: Vec<Child>,
+    /// `(process name, base URL)` of every process's `/metrics` (gateways: their API port;
+    /// workers and the scheduler: their own `metrics.listen` port).
+    pub metrics: Vec<(String, String)>,
+    role_env: Vec<(&'static str, String, String)>,
     pub data_dir: PathBuf,
     pub log_dir: PathBuf,
     database: Option<String>,
     prefix: String,
+    /// Names of `processes`, in the same order.
+    process_names: Vec<String>,
+    /// The environment every process started with (for restarts).
+    env: Vec<(String, String)>,
+    /// The S3 bucket of a distributed cluster's media (removed on drop).
+    pub blob_bucket: Option<String>,
     pub http: reqwest::Client,
+}
+
+/// The S3-compatible test server (`scripts/s3`) and its credentials.
+pub fn s3_endpoint() -> String {
+    std::env::var("GROK2API_TEST_S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8333".into())
+}
+
+fn s3_access_key() -> String {
+    std::env::var("GROK2API_TEST_S3_ACCESS_KEY").unwrap_or_else(|_| "AKIATEST".into())
+}
+
+fn s3_secret_key() -> String {
+    std::env::var("GROK2API_TEST_S3_SECRET_KEY").unwrap_or_else(|_| "testsecret".into())
+}
+
+/// `[blob]` settings for a bucket on the test server.
+pub fn s3_blob_config(bucket: &str) -> shared::config::BlobConfig {
+    let mut c = shared::config::Config::defaults().blob;
+    c.url = format!("s3://{bucket}");
+    c.endpoint = s3_endpoint();
+    c.access_key = shared::Secret::new(s3_access_key());
+    c.secret_key = shared::Secret::new(s3_secret_key());
+    c
 }
 
 fn amqp_url() -> String {
@@ -129,6 +168,7 @@ impl Cluster {
             ),
         ];
         let mut database = None;
+        let mut blob_bucket = None;
         if shape == Shape::Distributed {
             let db = format!("g2a_e2e_{}", &id[..16]);
             create_database(&db).await;
@@ -139,6 +179,13 @@ impl Cluster {
                 with_database(&postgres_admin_url(), &db),
             ));
             database = Some(db);
+            // Media in a bucket of its own, which every process shares.
+            let bucket = format!("e2e-{}", &id[..16]);
+            env.push(("GROK2API_BLOB__URL".into(), format!("s3://{bucket}")));
+            env.push(("GROK2API_BLOB__ENDPOINT".into(), s3_endpoint()));
+            env.push(("GROK2API_BLOB__ACCESS_KEY".into(), s3_access_key()));
+            env.push(("GROK2API_BLOB__SECRET_KEY".into(), s3_secret_key()));
+            blob_bucket = Some(bucket);
         }
         env.extend(options.extra_env.iter().cloned());
         let mut cluster = Cluster {
@@ -146,10 +193,15 @@ impl Cluster {
             sim,
             gateways: vec![],
             processes: vec![],
+            metrics: vec![],
+            role_env: options.role_env.clone(),
+            process_names: vec![],
+            env: env.clone(),
             data_dir,
             log_dir,
             database,
             prefix,
+            blob_bucket,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -180,10 +232,16 @@ impl Cluster {
                     let port = free_port();
                     cluster.spawn(&format!("gateway-{i}"), &["gateway"], &env, Some(port));
                 }
+                if options.scheduler {
+                    cluster.spawn("scheduler", &["scheduler"], &env, None);
+                }
             }
         }
         for gw in cluster.gateways.clone() {
             cluster.wait_ready(&gw).await;
+        }
+        for (_, base) in cluster.metrics.clone() {
+            cluster.wait_ready(&base).await;
         }
         cluster
     }
@@ -200,7 +258,74 @@ impl Cluster {
             cmd.env("GROK2API_SERVER__PORT", p.to_string());
             self.gateways.push(format!("http://127.0.0.1:{p}"));
         }
+        let role = args.first().copied().unwrap_or_default();
+        if matches!(role, "worker" | "scheduler") {
+            let p = free_port();
+            cmd.env("GROK2API_METRICS__LISTEN", format!("127.0.0.1:{p}"));
+            self.metrics
+                .push((name.to_owned(), format!("http://127.0.0.1:{p}")));
+        }
+        for (r, key, value) in &self.role_env {
+            if *r == role {
+                cmd.env(key, value);
+            }
+        }
+        self.process_names.push(name.to_owned());
         self.processes.push(cmd.spawn().expect("grok2api starts"));
+    }
+
+    /// Starts one more process of the cluster (`args` as on the command line).
+    pub fn spawn_process(&mut self, name: &str, args: &[&str]) {
+        let env = self.env.clone();
+        self.spawn(name, args, &env, None);
+    }
+
+    /// SIGKILLs the named process: no shutdown, nothing handed back.
+    pub fn kill(&mut self, name: &str) {
+        let i = self
+            .process_names
+            .iter()
+            .position(|n| n == name)
+            .expect("a process of that name");
+        let _ = self.processes[i].kill();
+        let _ = self.processes[i].wait();
+    }
+
+    /// The log output of one named process so far.
+    pub fn log_of(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// Kills gateway `i` (distributed shape) and starts it again on the same port, then
+    /// waits until it is ready.
+    pub async fn restart_gateway(&mut self, i: usize) {
+        let name = format!("gateway-{i}");
+        let at = self
+            .process_names
+            .iter()
+            .rposition(|n| *n == name || n.starts_with(&format!("{name}-restart")))
+            .expect("the gateway exists");
+        let mut old = self.processes.remove(at);
+        self.process_names.remove(at);
+        let _ = old.kill();
+        let _ = old.wait();
+        let base = self.gateways[i].clone();
+        let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+        let env = self.env.clone();
+        let restarts = self
+            .process_names
+            .iter()
+            .filter(|n| n.starts_with(&name))
+            .count();
+        self.spawn(
+            &format!("{name}-restart{restarts}"),
+            &["gateway"],
+            &env,
+            Some(port),
+        );
+        // spawn() lists the gateway again; it keeps its place.
+        self.gateways.pop();
+        self.wait_ready(&base).await;
     }
 
     async fn wait_ready(&mut self, base: &str) {
@@ -226,6 +351,29 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Base URLs of every process's `/metrics`: gateways first, then workers and the
+    /// scheduler (distributed shape) in start order.
+    pub fn metrics_urls(&self) -> Vec<(String, String)> {
+        let gateways = self
+            .gateways
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (format!("gateway-{i}"), g.clone()));
+        gateways.chain(self.metrics.iter().cloned()).collect()
+    }
+
+    /// The text of one process's `/metrics`.
+    pub async fn scrape(&self, base: &str) -> String {
+        let r = self
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
     }
 
     /// The first gateway.
@@ -280,6 +428,23 @@ impl Cluster {
             .unwrap()
     }
 
+    /// The cluster's media store, as its processes see it: `data/media` when embedded, its
+    /// bucket when distributed.
+    pub async fn blob_store(&self) -> std::sync::Arc<dyn shared::blob::BlobStore> {
+        match &self.blob_bucket {
+            None => std::sync::Arc::new(
+                shared::blob::local::LocalBlobStore::open(&self.data_dir.join("media"))
+                    .await
+                    .unwrap(),
+            ),
+            Some(bucket) => std::sync::Arc::new(
+                shared::blob::s3::S3BlobStore::connect(&s3_blob_config(bucket))
+                    .await
+                    .unwrap(),
+            ),
+        }
+    }
+
     /// All log output of the cluster's processes.
     pub fn logs(&self) -> String {
         let mut all = String::new();
@@ -298,6 +463,7 @@ impl Drop for Cluster {
         }
         if let Some(db) = self.database.take() {
             let prefix = self.prefix.clone();
+            let bucket = self.blob_bucket.clone();
             // Drop runs inside a test's runtime; clean up on a thread with its own.
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -305,10 +471,38 @@ impl Drop for Cluster {
                     .build()
                     .unwrap();
                 rt.block_on(cleanup(db, prefix));
+                if let Some(bucket) = bucket {
+                    rt.block_on(remove_bucket(&bucket));
+                }
             })
             .join();
         }
     }
+}
+
+/// Empties and removes an S3 test bucket.
+pub async fn remove_bucket(bucket: &str) {
+    let creds =
+        aws_sdk_s3::config::Credentials::new(s3_access_key(), s3_secret_key(), None, None, "e2e");
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(s3_endpoint())
+        .force_path_style(true)
+        .build();
+    let client = aws_sdk_s3::Client::from_conf(conf);
+    while let Ok(page) = client.list_objects_v2().bucket(bucket).send().await {
+        if page.contents().is_empty() {
+            break;
+        }
+        for object in page.contents() {
+            if let Some(key) = object.key() {
+                let _ = client.delete_object().bucket(bucket).key(key).send().await;
+            }
+        }
+    }
+    let _ = client.delete_bucket().bucket(bucket).send().await;
 }
 
 async fn create_database(db: &str) {

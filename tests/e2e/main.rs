@@ -4,6 +4,13 @@
 //! Redis and PostgreSQL.
 
 mod admin;
+mod admin_batch;
 mod chat;
+mod files;
 mod harness;
+mod images;
+mod metrics;
 mod openai_client;
+mod pool_lifecycle;
+mod tracing;
+mod videos;

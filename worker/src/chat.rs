@@ -12,7 +12,7 @@ use shared::time::now_ms;
 use shared::upstream::{ChatChunk, ChatRequest, UpstreamError, UpstreamErrorKind};
 use tokio::time::Instant;
 
-use crate::attachments::decode_data_uri;
+use crate::attachments::{self, Attachment};
 use crate::publisher::{Channel, Coalescer, EventPublisher};
 use crate::{Disposition, Worker};
 
@@ -30,8 +30,6 @@ enum TryEnd {
         error: UpstreamError,
         output_sent: bool,
     },
-    /// The job itself is unusable (a bad attachment); no account is to blame.
-    Rejected(JobError),
 }
 
 pub async fn run(
@@ -72,6 +70,15 @@ async fn run_tries(
         tracing::debug!(job_id = %envelope.id, "job cancelled before start");
         return Ok(());
     }
+    // Attachments are loaded once, before any account is leased: a slow or refused media
+    // URL holds no account, and retries on other accounts do not download again.
+    let mut loaded = Vec::with_capacity(job.attachments.len());
+    for source in &job.attachments {
+        match attachments::load(source, &worker.fetcher).await {
+            Ok(a) => loaded.push(a),
+            Err(error) => return publisher.error(error).await,
+        }
+    }
     let mut exclude: Vec<String> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
     for _ in 0..worker.config.retry.max_retry {
@@ -80,7 +87,7 @@ async fn run_tries(
             exclude: exclude.clone(),
             ttl: Duration::from_secs(worker.config.token.lease_ttl_secs),
         };
-        let lease = match worker.backends.pool.lease(&request).await {
+        let lease = match crate::observe::lease(worker.backends.pool.lease(&request)).await {
             Ok(LeaseOutcome::Leased(lease)) => lease,
             Ok(LeaseOutcome::Exhausted { retry_after }) => {
                 let error = match last_error {
@@ -108,17 +115,13 @@ async fn run_tries(
                 continue;
             }
         };
-        let end = try_once(worker, envelope, job, &token, publisher).await?;
+        let end = try_once(worker, envelope, job, &loaded, &token, publisher).await?;
         match end {
             TryEnd::Completed => {
                 worker
                     .settle(&lease, Settlement::Success { cost: job.cost })
                     .await;
                 return Ok(());
-            }
-            TryEnd::Rejected(error) => {
-                worker.settle(&lease, Settlement::Released).await;
-                return publisher.error(error).await;
             }
             TryEnd::Cancelled => {
                 worker.settle(&lease, Settlement::Released).await;
@@ -146,28 +149,19 @@ async fn try_once(
     worker: &Worker,
     envelope: &JobEnvelope,
     job: &ChatJob,
+    loaded: &[Attachment],
     token: &Secret,
     publisher: &mut EventPublisher,
 ) -> Result<TryEnd, shared::bus::BusError> {
-    let mut file_ids = Vec::with_capacity(job.attachments.len());
-    for uri in &job.attachments {
-        let attachment = match decode_data_uri(uri) {
-            Ok(a) => a,
-            Err(message) => {
-                return Ok(TryEnd::Rejected(JobError::new(
-                    400,
-                    "invalid_media",
-                    message,
-                )));
-            }
-        };
+    let mut file_ids = Vec::with_capacity(loaded.len());
+    for attachment in loaded {
         match worker
             .upstream
             .upload(
                 token,
                 &attachment.file_name,
                 &attachment.mime,
-                attachment.bytes,
+                attachment.bytes.clone(),
             )
             .await
         {
@@ -309,7 +303,7 @@ impl Relay<'_> {
     }
 }
 
-fn settlement_for(error: &UpstreamError) -> Settlement {
+pub(crate) fn settlement_for(error: &UpstreamError) -> Settlement {
     match &error.kind {
         UpstreamErrorKind::RateLimited { retry_after } => Settlement::RateLimited {
             retry_after: *retry_after,
@@ -321,14 +315,14 @@ fn settlement_for(error: &UpstreamError) -> Settlement {
 }
 
 /// Failures that say something about the account or the moment, not about the request.
-fn worth_another_account(kind: &UpstreamErrorKind) -> bool {
+pub(crate) fn worth_another_account(kind: &UpstreamErrorKind) -> bool {
     !matches!(
         kind,
         UpstreamErrorKind::BadRequest | UpstreamErrorKind::Forbidden
     )
 }
 
-fn no_token_error(retry_after: Option<Duration>) -> JobError {
+pub(crate) fn no_token_error(retry_after: Option<Duration>) -> JobError {
     // With nothing cooling, nothing comes back by itself: suggest a modest wait anyway.
     let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(60);
     JobError::new(
@@ -340,7 +334,7 @@ fn no_token_error(retry_after: Option<Duration>) -> JobError {
 }
 
 /// What the caller is told about an upstream failure.
-fn caller_error(error: &UpstreamError) -> JobError {
+pub(crate) fn caller_error(error: &UpstreamError) -> JobError {
     match &error.kind {
         UpstreamErrorKind::RateLimited { retry_after } => {
             let secs = retry_after.map(|d| d.as_secs().max(1)).unwrap_or(60);
@@ -376,7 +370,7 @@ fn caller_error(error: &UpstreamError) -> JobError {
 }
 
 /// A token id prefix: enough to find it in the admin list.
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 

@@ -6,7 +6,11 @@
 
 pub mod attachments;
 pub mod chat;
+pub mod image;
+pub mod maintenance;
+pub mod observe;
 pub mod publisher;
+pub mod video;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use shared::upstream::UpstreamClient;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 /// What to do with a delivery once its handler returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,10 @@ pub struct Worker {
     pub config: Arc<Config>,
     pub backends: Backends,
     pub upstream: UpstreamClient,
+    /// Downloads of user media URLs, under the SSRF policy (`shared::fetch`).
+    pub fetcher: shared::fetch::SafeFetcher,
+    /// Feeds the queue age gauge.
+    pub queue_ages: observe::QueueAges,
 }
 
 /// How long in-flight jobs may run after shutdown starts before the worker gives up on them
@@ -43,10 +52,14 @@ const DRAIN_GRACE: Duration = Duration::from_secs(25);
 impl Worker {
     pub fn new(config: Arc<Config>, backends: Backends) -> anyhow::Result<Arc<Self>> {
         let upstream = UpstreamClient::new(&config.upstream)?;
+        let fetcher =
+            shared::fetch::SafeFetcher::new(shared::fetch::FetchPolicy::from_config(&config.fetch));
         Ok(Arc::new(Self {
             config,
             backends,
             upstream,
+            fetcher,
+            queue_ages: observe::QueueAges::default(),
         }))
     }
 
@@ -55,6 +68,8 @@ impl Worker {
         let tracker = TaskTracker::new();
         let consumers = [
             (JobKind::Chat, self.config.worker.chat_concurrency),
+            (JobKind::Image, self.config.worker.image_concurrency),
+            (JobKind::Video, self.config.worker.video_concurrency),
             (JobKind::Maintenance, 4),
         ];
         let mut loops = Vec::new();
@@ -68,6 +83,11 @@ impl Worker {
         loops.push(tokio::spawn(async move {
             worker.consume_dead(dead_shutdown).await
         }));
+        loops.push(tokio::spawn(
+            self.queue_ages
+                .clone()
+                .sample(self.backends.clone(), shutdown.clone()),
+        ));
         tracing::info!("worker consuming");
         for l in loops {
             let _ = l.await;
@@ -144,9 +164,15 @@ impl Worker {
             acker,
         } = delivery;
         let job_id = job.id;
+        self.queue_ages.taken(job.kind, job_id);
         let worker = self.clone();
-        let outcome =
-            tokio::spawn(async move { worker.dispatch(&job, delivery_count).await }).await;
+        let outcome = tokio::spawn(async move {
+            let kind = job.kind;
+            observe::track(kind, worker.dispatch(&job, delivery_count))
+                .await
+                .0
+        })
+        .await;
         let disposition = outcome.unwrap_or_else(|e| {
             tracing::error!(%job_id, error = %e, "job handler panicked");
             Disposition::Retry
@@ -162,15 +188,35 @@ impl Worker {
     }
 
     async fn dispatch(&self, job: &JobEnvelope, attempt: u32) -> Disposition {
-        let span = tracing::info_span!("job", job_id = %job.id, kind = job.kind.as_str(), attempt);
-        let _enter = span.enter();
-        match &job.payload {
-            JobPayload::Chat(chat) => chat::run(self, job, chat, attempt).await,
-            JobPayload::Poison { .. } => {
-                tracing::warn!("poison job refused");
-                Disposition::Retry
+        let span = tracing::info_span!(
+            "job",
+            otel.name = %format_args!("job {}", job.kind.as_str()),
+            otel.kind = "consumer",
+            job_id = %job.id,
+            kind = job.kind.as_str(),
+            attempt
+        );
+        // The span continues the trace of the request that published the job.
+        shared::telemetry::set_parent(&span, job.traceparent.as_deref());
+        async move {
+            match &job.payload {
+                JobPayload::Chat(chat) => chat::run(self, job, chat, attempt).await,
+                JobPayload::ImageGenerate(image) => {
+                    image::run(self, job, image, &[], attempt).await
+                }
+                JobPayload::ImageEdit(edit) => {
+                    image::run(self, job, &edit.image, &edit.inputs, attempt).await
+                }
+                JobPayload::Video(video) => video::run(self, job, video, attempt).await,
+                JobPayload::Account(account) => maintenance::run(self, job, account, attempt).await,
+                JobPayload::Poison { .. } => {
+                    tracing::warn!("poison job refused");
+                    Disposition::Retry
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Tells the callers of dead-lettered jobs that their job will not run.
@@ -193,6 +239,10 @@ impl Worker {
                 };
                 let Some(Ok(delivery)) = next else { break };
                 let job_id = delivery.job.id;
+                shared::metrics::job_outcome(
+                    delivery.job.kind,
+                    shared::metrics::JobOutcome::DeadLettered,
+                );
                 tracing::error!(%job_id, deliveries = delivery.delivery_count, "job dead-lettered");
                 let event = JobEvent {
                     job_id,
@@ -204,6 +254,7 @@ impl Worker {
                         "job_failed",
                         "The job failed repeatedly and was abandoned",
                     )),
+                    meta: shared::event::EventMeta::now(),
                 };
                 let settled = match self.backends.bus.publish(&event).await {
                     Ok(()) => delivery.acker.ack().await,

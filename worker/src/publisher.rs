@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::bus::{BusError, EventBus};
-use shared::event::{EventBody, JobError, JobEvent};
+use shared::event::{EventBody, EventMeta, JobError, JobEvent};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -34,8 +34,11 @@ impl EventPublisher {
             attempt: self.attempt,
             seq: self.seq,
             body,
+            meta: EventMeta::now(),
         };
-        self.bus.publish(&event).await
+        self.bus.publish(&event).await?;
+        crate::observe::note_published(&event.body);
+        Ok(())
     }
 
     pub async fn error(&mut self, error: JobError) -> Result<(), BusError> {

@@ -1,5 +1,7 @@
 //! The admin API under `/v1/admin`, behind the admin key.
 
+pub mod batch;
+pub mod ops;
 pub mod tokens;
 
 use axum::Json;

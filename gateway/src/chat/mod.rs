@@ -18,11 +18,13 @@ use shared::job::{ChatJob, JobEnvelope, JobPayload};
 use shared::time::{now_ms, now_secs};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::feed::{EventFeed, FeedError};
 use crate::jobs::{CancelOnDrop, submit};
+use crate::observe::FirstToken;
 use crate::state::AppState;
 use validate::ChatInput;
 use wire::ChunkWriter;
@@ -34,18 +36,29 @@ pub async fn completions(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
+    let started = std::time::Instant::now();
     let input = validate::validate(&body)?;
+    if matches!(
+        input.model.kind,
+        shared::models::ModelKind::Image | shared::models::ModelKind::ImageEdit
+    ) {
+        // The image models answer in the Images API's shape, as the original product does.
+        return crate::images::chat::completions(&state, &body, input.model).await;
+    }
     let want_reasoning = match &input.reasoning_effort {
         None => state.config.app.thinking,
         Some(effort) => effort != "none",
     };
-    let timeout = Duration::from_secs(state.config.chat.timeout_secs);
-    let job = JobEnvelope::new(
-        JobPayload::Chat(chat_job(&input, want_reasoning)),
-        now_ms() + timeout.as_millis() as i64,
-    );
+    let (payload, timeout) = if input.model.kind == shared::models::ModelKind::Video {
+        crate::videos::chat::payload(&state, &body, &input, want_reasoning)?
+    } else {
+        let timeout = Duration::from_secs(state.config.chat.timeout_secs);
+        (JobPayload::Chat(chat_job(&input, want_reasoning)), timeout)
+    };
+    let job = JobEnvelope::new(payload, now_ms() + timeout.as_millis() as i64);
     let mut feed = submit(&state, &job, timeout).await?;
     let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job.id);
+    let first_token = FirstToken::new(input.model.id, started);
 
     // Wait for the first event before answering, so a job that fails at once (no token,
     // upstream refused) gets a proper HTTP status instead of a 200 stream with an error.
@@ -66,7 +79,7 @@ pub async fn completions(
         want_reasoning,
     );
     let mut response = if input.stream {
-        stream_response(state, feed, first, writer, guard)
+        stream_response(state, feed, first, writer, guard, first_token)
     } else {
         let meta = CompletionMeta {
             id: format!("chatcmpl-{}", job.id.simple()),
@@ -75,7 +88,7 @@ pub async fn completions(
             reasoning_field: want_reasoning
                 && state.config.app.reasoning_format == ReasoningFormat::ReasoningContent,
         };
-        collect_response(feed, first, &meta, guard).await?
+        collect_response(feed, first, &meta, guard, first_token).await?
     };
     if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
         response.headers_mut().insert("x-job-id", v);
@@ -117,6 +130,7 @@ async fn collect_response(
     first: JobEvent,
     meta: &CompletionMeta,
     mut guard: CancelOnDrop,
+    mut first_token: FirstToken,
 ) -> Result<Response, ApiError> {
     let (mut text, mut reasoning) = (String::new(), String::new());
     let mut attempt = first.attempt;
@@ -129,8 +143,14 @@ async fn collect_response(
             reasoning.clear();
         }
         match ev.body {
-            EventBody::Delta { text: t } => text.push_str(&t),
-            EventBody::Reasoning { text: t } => reasoning.push_str(&t),
+            EventBody::Delta { text: t } => {
+                first_token.content();
+                text.push_str(&t)
+            }
+            EventBody::Reasoning { text: t } => {
+                first_token.content();
+                reasoning.push_str(&t)
+            }
             EventBody::Done { finish_reason, .. } => {
                 guard.disarm();
                 let reasoning =
@@ -149,7 +169,11 @@ async fn collect_response(
                 guard.disarm();
                 return Err(ApiError::from(&e));
             }
-            EventBody::Started { .. } | EventBody::Progress { .. } | EventBody::Usage { .. } => {}
+            EventBody::Started { .. }
+            | EventBody::Progress { .. }
+            | EventBody::Usage { .. }
+            | EventBody::Media(_)
+            | EventBody::Batch(_) => {}
         }
         next = feed.next().await;
     }
@@ -164,9 +188,12 @@ fn stream_response(
     first: JobEvent,
     writer: ChunkWriter,
     guard: CancelOnDrop,
+    first_token: FirstToken,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
-    tokio::spawn(pump(state, feed, first, writer, guard, tx));
+    // In the request's span, so the pump's log lines carry its request id.
+    let pump = pump(state, feed, first, writer, guard, first_token, tx);
+    tokio::spawn(pump.in_current_span());
     let stream = ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -179,10 +206,35 @@ fn data(value: &Value) -> Event {
 
 async fn pump(
     state: AppState,
-    mut feed: EventFeed,
+    feed: EventFeed,
     first: JobEvent,
     mut writer: ChunkWriter,
     mut guard: CancelOnDrop,
+    mut first_token: FirstToken,
+    tx: mpsc::Sender<Event>,
+) {
+    let _open = shared::metrics::OpenStream::open();
+    let job_id = feed.job_id();
+    pump_events(
+        state,
+        feed,
+        first,
+        &mut writer,
+        &mut guard,
+        &mut first_token,
+        tx,
+    )
+    .await;
+    tracing::debug!(%job_id, "stream ended");
+}
+
+async fn pump_events(
+    state: AppState,
+    mut feed: EventFeed,
+    first: JobEvent,
+    writer: &mut ChunkWriter,
+    guard: &mut CancelOnDrop,
+    first_token: &mut FirstToken,
     tx: mpsc::Sender<Event>,
 ) {
     let attempt = first.attempt;
@@ -210,10 +262,12 @@ async fn pump(
             }
             Ok(ev) => match ev.body {
                 EventBody::Delta { text } => {
+                    first_token.content();
                     text_sent = true;
                     out.extend(writer.text(&text));
                 }
                 EventBody::Reasoning { text } => {
+                    first_token.content();
                     text_sent = true;
                     out.extend(writer.reasoning(&text));
                 }
@@ -224,7 +278,9 @@ async fn pump(
                 EventBody::Error(e) => end = Some(e),
                 EventBody::Started { .. }
                 | EventBody::Progress { .. }
-                | EventBody::Usage { .. } => {}
+                | EventBody::Usage { .. }
+                | EventBody::Media(_)
+                | EventBody::Batch(_) => {}
             },
         }
         for chunk in &out {

@@ -98,7 +98,12 @@ fn parse_model(obj: &Map<String, Value>) -> Result<&'static ModelSpec, ApiError>
             format!("The model `{}` does not exist", truncate(id, 64)),
         )
     })?;
-    if spec.kind != ModelKind::Chat {
+    // The video model runs through chat as the original does (`video_config`).
+    let served_here = matches!(
+        spec.kind,
+        ModelKind::Video | ModelKind::Image | ModelKind::ImageEdit
+    );
+    if spec.kind != ModelKind::Chat && !served_here {
         return Err(ApiError::invalid(
             "model",
             "model_not_supported",
@@ -357,7 +362,8 @@ fn parse_block(
     Ok(())
 }
 
-/// Reads `{<key>: "<url>"}` (or a bare string) and checks it is a data URI.
+/// Reads `{<key>: "<url>"}` (or a bare string) and checks it is a data URI or an http(s)
+/// URL that may be fetched.
 fn media_field(
     value: Option<&Value>,
     key: &str,
@@ -403,12 +409,14 @@ fn media_field(
         }
         return Ok(url.to_owned());
     }
-    if url.starts_with("http://") || url.starts_with("https://") {
-        return Err(ApiError::invalid(
-            param,
-            "unsupported_media_url",
-            "Remote media URLs are not fetched by this server yet; send the content as a data: URI",
-        ));
+    let lower = url.get(..8).unwrap_or(url).to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        // What can be refused without a lookup is refused here; the worker checks every
+        // resolved address again when it downloads.
+        return match shared::fetch::precheck_url(url) {
+            Ok(checked) => Ok(checked.to_string()),
+            Err(e) => Err(ApiError::invalid(param, e.code(), e.to_string())),
+        };
     }
     if url.len() >= 32
         && url
@@ -624,6 +632,36 @@ mod tests {
     }
 
     #[test]
+    fn media_urls_are_accepted_when_fetchable() {
+        let with = |url: &str| {
+            json!({"model": "grok-4", "messages": [{"role": "user", "content": [
+                {"type": "text", "text": "describe"},
+                {"type": "image_url", "image_url": {"url": url}},
+            ]}]})
+        };
+        let input = ok(with("https://example.com/cat.png"));
+        assert_eq!(input.attachments, vec!["https://example.com/cat.png"]);
+        let param = "messages.0.content.1.image_url.url".to_owned();
+        for (url, code) in [
+            ("http://127.0.0.1/x.png", "forbidden_media_url"),
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                "forbidden_media_url",
+            ),
+            ("http://[::ffff:127.0.0.1]/", "forbidden_media_url"),
+            ("http://0x7f000001/", "forbidden_media_url"),
+            ("http://example.com:22/", "forbidden_media_url"),
+            ("http://user:pw@example.com/x.png", "invalid_media_url"),
+        ] {
+            assert_eq!(err(with(url)), (param.clone(), code.to_owned()), "{url}");
+        }
+        assert_eq!(
+            err(with("file:///etc/passwd")),
+            (param.clone(), "invalid_media".to_owned())
+        );
+    }
+
+    #[test]
     fn bare_base64_gets_a_data_uri_hint() {
         let b64 = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaA==";
         let e = validate(&json!({"model": "grok-4", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": b64}}]}]})).unwrap_err();
@@ -631,18 +669,15 @@ mod tests {
     }
 
     #[test]
-    fn accepts_string_booleans_and_media_models_are_refused() {
+    fn accepts_string_booleans_and_media_models() {
         let input = ok(
             json!({"model": "grok-4", "stream": "yes", "reasoning_effort": "high", "messages": [{"role": "user", "content": "x"}]}),
         );
         assert!(input.stream);
         assert_eq!(input.reasoning_effort.as_deref(), Some("high"));
-        assert_eq!(
-            err(
-                json!({"model": "grok-imagine-1.0", "messages": [{"role": "user", "content": "x"}]})
-            )
-            .1,
-            "model_not_supported"
+        let image = ok(
+            json!({"model": "grok-imagine-1.0", "messages": [{"role": "user", "content": "a cat"}]}),
         );
+        assert_eq!(image.model.kind, ModelKind::Image);
     }
 }

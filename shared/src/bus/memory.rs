@@ -191,6 +191,7 @@ mod tests {
             body: EventBody::Delta {
                 text: format!("{attempt}-{seq}"),
             },
+            meta: Default::default(),
         }
     }
 

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Settlement, TokenPool,
-    TokenState, TokenStatus, duration_ms,
+    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Refresh, Selection,
+    Settlement, TokenPool, TokenState, TokenStatus, duration_ms,
 };
 use crate::models::Tier;
 use crate::time::now_ms;
@@ -47,6 +47,9 @@ struct Slot {
     fail_count: u32,
     use_count: u64,
     last_used_ms: i64,
+    last_refresh_ms: i64,
+    /// Set once a quota refresh reported the tier; a sync then keeps it.
+    tier_inferred: bool,
     /// Live leases: fence → expiry (unix ms).
     leases: HashMap<u64, i64>,
 }
@@ -71,6 +74,8 @@ impl Slot {
             fail_count: 0,
             use_count: 0,
             last_used_ms: 0,
+            last_refresh_ms: 0,
+            tier_inferred: false,
             leases: HashMap::new(),
         }
     }
@@ -153,7 +158,9 @@ impl Slot {
     /// Applies a record to a token the pool already holds; see [`TokenPool::sync`].
     fn update_from(&mut self, token: PoolToken) {
         self.pool = token.pool;
-        self.tier = token.tier;
+        if !self.tier_inferred {
+            self.tier = token.tier;
+        }
         self.sealed = token.sealed;
         match (token.status, self.status) {
             (TokenStatus::Disabled | TokenStatus::Invalid, _) => {
@@ -183,13 +190,68 @@ impl Slot {
             fail_count: self.fail_count,
             use_count: self.use_count,
             last_used_ms: self.last_used_ms,
+            last_refresh_ms: self.last_refresh_ms,
         }
     }
 
-    /// Most quota first, then least recently used, then the smaller id.
-    fn better_than(&self, id: &str, other: &Slot, other_id: &str) -> bool {
-        (std::cmp::Reverse(self.quota), self.last_used_ms, id)
-            < (std::cmp::Reverse(other.quota), other.last_used_ms, other_id)
+    /// By the selection policy, then the smaller id: most quota then least recently used,
+    /// or least recently used then most quota.
+    fn better_than(&self, id: &str, other: &Slot, other_id: &str, policy: Selection) -> bool {
+        use std::cmp::Reverse;
+        match policy {
+            Selection::Quota => {
+                (Reverse(self.quota), self.last_used_ms, id)
+                    < (Reverse(other.quota), other.last_used_ms, other_id)
+            }
+            Selection::Lru => {
+                (self.last_used_ms, Reverse(self.quota), id)
+                    < (other.last_used_ms, Reverse(other.quota), other_id)
+            }
+        }
+    }
+
+    /// See `lua/refresh.lua`, which this mirrors.
+    fn refresh(&mut self, refresh: &Refresh, settings: &PoolSettings, now: i64) {
+        let disabled = self.status == TokenStatus::Disabled;
+        match refresh {
+            Refresh::Quota {
+                remaining,
+                total,
+                tier,
+                window_reset,
+            } => {
+                self.last_refresh_ms = now;
+                self.fail_count = 0;
+                if let Some(tier) = tier {
+                    self.tier = *tier;
+                    self.tier_inferred = true;
+                }
+                if !disabled {
+                    self.quota = (*remaining).max(0);
+                    if self.quota > 0 {
+                        self.status = TokenStatus::Active;
+                        self.cooling_until_ms = 0;
+                    } else {
+                        let wait = window_reset
+                            .map_or(duration_ms(settings.default_cooldown), duration_ms);
+                        self.status = TokenStatus::Cooling;
+                        self.cooling_until_ms = now + wait;
+                        self.resume_quota = (*total).max(0);
+                    }
+                }
+            }
+            Refresh::Unauthorized => {
+                self.fail_count = self.fail_count.saturating_add(1);
+                if !disabled && self.fail_count >= settings.fail_threshold {
+                    self.invalidate();
+                }
+            }
+            Refresh::Blocked => {
+                if !disabled {
+                    self.invalidate();
+                }
+            }
+        }
     }
 }
 
@@ -233,8 +295,9 @@ impl State {
                 {
                     continue;
                 }
-                if best.is_none_or(|(best_id, best_slot)| slot.better_than(id, best_slot, best_id))
-                {
+                if best.is_none_or(|(best_id, best_slot)| {
+                    slot.better_than(id, best_slot, best_id, settings.selection)
+                }) {
                     best = Some((id, slot));
                 }
             }
@@ -309,6 +372,33 @@ impl State {
     }
 }
 
+impl State {
+    fn apply_refresh(
+        &mut self,
+        id: &str,
+        refresh: &Refresh,
+        settings: &PoolSettings,
+    ) -> Option<TokenState> {
+        let now = now_ms();
+        let slot = self.tokens.get_mut(id)?;
+        slot.drop_expired(now);
+        slot.recover_if_due(now);
+        slot.refresh(refresh, settings, now);
+        Some(slot.state(id, now))
+    }
+
+    fn reap_expired(&mut self) -> u64 {
+        let now = now_ms();
+        let mut removed = 0;
+        for slot in self.tokens.values_mut() {
+            let before = slot.leases.len();
+            slot.drop_expired(now);
+            removed += (before - slot.leases.len()) as u64;
+        }
+        removed
+    }
+}
+
 #[async_trait]
 impl TokenPool for MemoryPool {
     async fn sync(&self, tokens: Vec<PoolToken>) -> Result<(), PoolError> {
@@ -330,6 +420,18 @@ impl TokenPool for MemoryPool {
 
     async fn list(&self) -> Result<Vec<TokenState>, PoolError> {
         Ok(self.lock().list())
+    }
+
+    async fn apply_refresh(
+        &self,
+        token_id: &str,
+        refresh: &Refresh,
+    ) -> Result<Option<TokenState>, PoolError> {
+        Ok(self.lock().apply_refresh(token_id, refresh, &self.settings))
+    }
+
+    async fn reap_expired(&self) -> Result<u64, PoolError> {
+        Ok(self.lock().reap_expired())
     }
 
     async fn ping(&self) -> Result<(), PoolError> {

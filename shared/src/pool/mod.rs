@@ -13,7 +13,11 @@
 //!   number is stale, settles nothing and returns `None`.
 //! - An expired lease no longer counts against the token's concurrency cap.
 //! - `sync` makes the pool hold exactly the given tokens; runtime state (in flight, cooling,
-//!   counters) of tokens that stay is kept, unless the record changes their status.
+//!   counters) of tokens that stay is kept, unless the record changes their status. A tier
+//!   a quota refresh reported is kept over the one the record implies.
+//! - `apply_refresh` applies what the upstream said about one account (quota, tier, window);
+//!   it may bring an invalid token back, never a disabled one.
+//! - `reap_expired` deletes expired lease entries everywhere (they already count for nothing).
 
 pub mod memory;
 pub mod redis;
@@ -87,6 +91,8 @@ pub struct TokenState {
     pub use_count: u64,
     /// Unix ms of the last lease; 0 if never used.
     pub last_used_ms: i64,
+    /// Unix ms of the last successful quota refresh; 0 if never refreshed.
+    pub last_refresh_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +138,44 @@ pub enum Settlement {
     Released,
 }
 
+/// What the upstream said when asked about one account's quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refresh {
+    /// The quota answer: what is left, of how much, when the window resets, and the tier
+    /// the totals imply (if they match a known tier).
+    Quota {
+        remaining: i64,
+        total: i64,
+        tier: Option<Tier>,
+        /// Until the window resets; used when nothing is left (`None`: the default cooldown).
+        window_reset: Option<Duration>,
+    },
+    /// 401: one more consecutive failure; past the threshold the token becomes invalid.
+    Unauthorized,
+    /// The account is blocked: invalid at once.
+    Blocked,
+}
+
+/// How `lease` chooses among the tokens that could serve a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// Most quota left first, ties to the least recently used.
+    #[default]
+    Quota,
+    /// Least recently used first, ties to the most quota.
+    Lru,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::Quota => "quota",
+            Selection::Lru => "lru",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolSettings {
     /// Concurrent upstream calls allowed on one account.
@@ -142,6 +186,7 @@ pub struct PoolSettings {
     pub default_cooldown: Duration,
     /// Key prefix (Redis) so several deployments or test runs can share one server.
     pub prefix: String,
+    pub selection: Selection,
 }
 
 impl Default for PoolSettings {
@@ -151,6 +196,7 @@ impl Default for PoolSettings {
             fail_threshold: 5,
             default_cooldown: Duration::from_secs(7200),
             prefix: "grok2api".into(),
+            selection: Selection::Quota,
         }
     }
 }
@@ -178,6 +224,16 @@ pub trait TokenPool: Send + Sync + 'static {
     ) -> Result<Option<TokenState>, PoolError>;
 
     async fn list(&self) -> Result<Vec<TokenState>, PoolError>;
+
+    /// Applies a quota refresh of one token; `None` if the pool does not hold it.
+    async fn apply_refresh(
+        &self,
+        token_id: &str,
+        refresh: &Refresh,
+    ) -> Result<Option<TokenState>, PoolError>;
+
+    /// Deletes expired lease entries of every token; returns how many went.
+    async fn reap_expired(&self) -> Result<u64, PoolError>;
 
     async fn ping(&self) -> Result<(), PoolError>;
 }

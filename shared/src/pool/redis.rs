@@ -12,19 +12,21 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind, Value};
 
 use super::{
-    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Settlement, TokenPool,
-    TokenState, TokenStatus, duration_ms,
+    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Refresh, Settlement,
+    TokenPool, TokenState, TokenStatus, duration_ms,
 };
 use crate::models::Tier;
 
 const COMMON: &str = include_str!("lua/common.lua");
 
-/// The four scripts, each with the shared helpers prepended.
+/// The scripts, each with the shared helpers prepended.
 struct Scripts {
     lease: Script,
     settle: Script,
     sync: Script,
     list: Script,
+    refresh: Script,
+    reap: Script,
 }
 
 impl Scripts {
@@ -35,6 +37,8 @@ impl Scripts {
             settle: with_common(include_str!("lua/settle.lua")),
             sync: with_common(include_str!("lua/sync.lua")),
             list: with_common(include_str!("lua/list.lua")),
+            refresh: with_common(include_str!("lua/refresh.lua")),
+            reap: with_common(include_str!("lua/reap.lua")),
         }
     }
 }
@@ -100,6 +104,7 @@ impl TokenPool for RedisPool {
         call.arg(&self.settings.prefix)
             .arg(duration_ms(request.ttl).max(1))
             .arg(self.settings.per_token_concurrency)
+            .arg(self.settings.selection.as_str())
             .arg(request.tiers.len());
         for tier in &request.tiers {
             call.arg(tier.as_str());
@@ -157,6 +162,60 @@ impl TokenPool for RedisPool {
             .await
             .map_err(pool_error)?;
         reply.iter().map(|fields| parse_state(fields)).collect()
+    }
+
+    async fn apply_refresh(
+        &self,
+        token_id: &str,
+        refresh: &Refresh,
+    ) -> Result<Option<TokenState>, PoolError> {
+        let (outcome, remaining, total, tier, reset) = match refresh {
+            Refresh::Quota {
+                remaining,
+                total,
+                tier,
+                window_reset,
+            } => (
+                "quota",
+                *remaining,
+                *total,
+                tier.map_or("", Tier::as_str),
+                window_reset.map_or(-1, duration_ms),
+            ),
+            Refresh::Unauthorized => ("unauthorized", 0, 0, "", -1),
+            Refresh::Blocked => ("blocked", 0, 0, "", -1),
+        };
+        let reply: Value = self
+            .scripts
+            .refresh
+            .arg(&self.settings.prefix)
+            .arg(token_id)
+            .arg(outcome)
+            .arg(remaining)
+            .arg(total)
+            .arg(tier)
+            .arg(reset)
+            .arg(self.settings.fail_threshold)
+            .arg(duration_ms(self.settings.default_cooldown))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(pool_error)?;
+        match reply {
+            Value::Nil => Ok(None),
+            Value::Array(fields) => parse_state(&fields).map(Some),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn reap_expired(&self) -> Result<u64, PoolError> {
+        let removed: i64 = self
+            .scripts
+            .reap
+            .arg(&self.settings.prefix)
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(pool_error)?;
+        Ok(removed.max(0) as u64)
     }
 
     async fn ping(&self) -> Result<(), PoolError> {
@@ -267,5 +326,6 @@ fn parse_state(fields: &[Value]) -> Result<TokenState, PoolError> {
         fail_count: counter(int(f.next())?),
         use_count: int(f.next())?.max(0) as u64,
         last_used_ms: int(f.next())?,
+        last_refresh_ms: int(f.next())?,
     })
 }

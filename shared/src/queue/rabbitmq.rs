@@ -38,6 +38,9 @@ use crate::job::{JobEnvelope, JobKind};
 /// AMQP delivery mode 2: the broker writes the message to disk before confirming it.
 const PERSISTENT: u8 = 2;
 
+/// AMQP header that carries a job's W3C trace context.
+const TRACEPARENT_HEADER: &str = "traceparent";
+
 /// Prefetch of a `consume_dead` consumer; dead letters are rare and handled quickly.
 const DEAD_PREFETCH: u16 = 16;
 
@@ -396,7 +399,10 @@ async fn accept(
     dead: bool,
 ) -> Option<Delivery> {
     match serde_json::from_slice::<JobEnvelope>(&delivery.data) {
-        Ok(job) => {
+        Ok(mut job) => {
+            if job.traceparent.is_none() {
+                job.traceparent = traceparent_header(&delivery.properties);
+            }
             let delivery_count = delivery_count(&delivery.properties);
             Some(Delivery {
                 job,
@@ -429,6 +435,37 @@ async fn accept(
             }
             None
         }
+    }
+}
+
+/// Persistent JSON with the job id as message id and, when the job carries one, its W3C
+/// trace context in a `traceparent` header (so AMQP-aware tools can follow the trace too).
+fn message_properties(job: &JobEnvelope) -> BasicProperties {
+    let properties = BasicProperties::default()
+        .with_delivery_mode(PERSISTENT)
+        .with_content_type("application/json".into())
+        .with_message_id(job.id.to_string().into());
+    match &job.traceparent {
+        Some(traceparent) => {
+            let mut headers = FieldTable::default();
+            headers.insert(TRACEPARENT_HEADER.into(), long_string(traceparent));
+            properties.with_headers(headers)
+        }
+        None => properties,
+    }
+}
+
+/// The `traceparent` header of a message, if it has a readable one.
+fn traceparent_header(properties: &BasicProperties) -> Option<String> {
+    match properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(TRACEPARENT_HEADER)?
+    {
+        AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 
@@ -542,15 +579,7 @@ impl JobQueue for RabbitQueue {
     async fn publish(&self, job: &JobEnvelope) -> Result<(), QueueError> {
         let payload =
             serde_json::to_vec(job).map_err(|e| QueueError::Other(format!("encode job: {e}")))?;
-        let mut properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_content_type("application/json".into())
-            .with_message_id(job.id.to_string().into());
-        if let Some(traceparent) = &job.traceparent {
-            let mut headers = FieldTable::default();
-            headers.insert("traceparent".into(), long_string(traceparent));
-            properties = properties.with_headers(headers);
-        }
+        let properties = message_properties(job);
         let queue = self.names.jobs(job.kind);
         let confirmation = tokio::time::timeout(
             self.confirm_timeout,
@@ -602,5 +631,33 @@ impl JobQueue for RabbitQueue {
     async fn ping(&self) -> Result<(), QueueError> {
         let mut link = self.link.lock().await;
         self.ensure_connection(&mut link).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::JobPayload;
+
+    const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn traceparent_survives_the_envelope_and_the_amqp_headers() {
+        let mut job = JobEnvelope::new(JobPayload::Poison { note: "x".into() }, 0);
+        job.traceparent = Some(TRACEPARENT.into());
+        let properties = message_properties(&job);
+        assert_eq!(
+            traceparent_header(&properties).as_deref(),
+            Some(TRACEPARENT)
+        );
+        let body = serde_json::to_vec(&job).unwrap();
+        let back: JobEnvelope = serde_json::from_slice(&body).unwrap();
+        assert_eq!(back.traceparent.as_deref(), Some(TRACEPARENT));
+        assert_eq!(back, job);
+
+        job.traceparent = None;
+        assert_eq!(traceparent_header(&message_properties(&job)), None);
+        let json = String::from_utf8(serde_json::to_vec(&job).unwrap()).unwrap();
+        assert!(!json.contains("traceparent"), "{json}");
     }
 }

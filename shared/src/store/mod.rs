@@ -9,6 +9,7 @@
 
 pub mod postgres;
 pub mod sqlite;
+pub mod video_jobs;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::TokenCipher;
 use crate::{Secret, pool::TokenStatus};
+pub use video_jobs::{VideoJobFailure, VideoJobRecord, VideoJobStatus, VideoJobUpdate};
 
 /// One upstream account token and what the operator and the pool know about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,6 +81,16 @@ pub trait Store: Send + Sync + 'static {
     /// A small key-value table for settings (generated keys, config overrides).
     async fn get_setting(&self, key: &str) -> Result<Option<String>, StoreError>;
     async fn put_setting(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    /// Inserts a new video job record (its id must be new).
+    async fn create_video_job(&self, record: &VideoJobRecord) -> Result<(), StoreError>;
+
+    async fn get_video_job(&self, id: &str) -> Result<Option<VideoJobRecord>, StoreError>;
+
+    /// Moves a job forward. Returns false (and changes nothing) when the job does not exist
+    /// or is already completed or failed; progress never goes down.
+    async fn update_video_job(&self, id: &str, update: &VideoJobUpdate)
+    -> Result<bool, StoreError>;
 
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -7,9 +7,10 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqlitePool, SqliteTransaction};
 
+use super::video_jobs::{VIDEO_JOB_COLUMNS, video_job_from_row};
 use super::{
-    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, migrate_error,
-    sqlx_error,
+    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, VideoJobRecord,
+    VideoJobUpdate, migrate_error, sqlx_error,
 };
 use crate::crypto::TokenCipher;
 use crate::time::now_ms;
@@ -191,6 +192,79 @@ impl Store for SqliteStore {
         .await
         .map_err(sqlx_error)?;
         Ok(())
+    }
+
+    async fn create_video_job(&self, record: &VideoJobRecord) -> Result<(), StoreError> {
+        let sql = format!(
+            "INSERT INTO video_jobs ({VIDEO_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        );
+        let error = record.error.as_ref();
+        // Built from constants only.
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&record.id)
+            .bind(&record.api_key_sha256)
+            .bind(&record.model)
+            .bind(&record.prompt)
+            .bind(record.seconds)
+            .bind(&record.size)
+            .bind(&record.resolution)
+            .bind(record.status.as_str())
+            .bind(record.progress)
+            .bind(error.map(|e| e.code.clone()))
+            .bind(error.map(|e| e.message.clone()))
+            .bind(&record.video_key)
+            .bind(&record.thumbnail_key)
+            .bind(record.video_bytes)
+            .bind(record.created_at_ms)
+            .bind(record.updated_at_ms)
+            .bind(record.completed_at_ms)
+            .bind(record.expires_at_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(())
+    }
+
+    async fn get_video_job(&self, id: &str) -> Result<Option<VideoJobRecord>, StoreError> {
+        let sql = format!("SELECT {VIDEO_JOB_COLUMNS} FROM video_jobs WHERE id = ?");
+        // Built from constants only.
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        row.as_ref().map(video_job_from_row).transpose()
+    }
+
+    async fn update_video_job(
+        &self,
+        id: &str,
+        update: &VideoJobUpdate,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let (status, progress, code, message, video_key, thumbnail_key, bytes, completed) =
+            update.columns(now);
+        let done = sqlx::query(
+            "UPDATE video_jobs SET status = ?, progress = MAX(progress, ?), \
+               error_code = ?, error_message = ?, video_key = ?, \
+               thumbnail_key = ?, video_bytes = ?, completed_at_ms = ?, \
+               updated_at_ms = ? \
+             WHERE id = ? AND status NOT IN ('completed', 'failed')",
+        )
+        .bind(status)
+        .bind(progress)
+        .bind(code)
+        .bind(message)
+        .bind(video_key)
+        .bind(thumbnail_key)
+        .bind(bytes)
+        .bind(completed)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(sqlx_error)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -10,7 +10,7 @@ use super::headers::HeaderBuilder;
 use super::session::{SESSION_LIMIT, SessionCache, parse_session, user_id_from_session};
 use super::statsig::Statsig;
 use super::upload::{UPLOAD_PATH, file_metadata_id, multipart};
-use super::{ChatRequest, ChatStream, UpstreamError, classify, rest_chat, ws_chat};
+use super::{ChatRequest, ChatStream, UpstreamError, classify, observe, rest_chat, ws_chat};
 use crate::Secret;
 use crate::config::{ChatTransport, UpstreamConfig};
 
@@ -42,6 +42,8 @@ pub(crate) struct Inner {
     pub(crate) sessions: SessionCache,
     pub(crate) base_url: String,
     pub(crate) ws_url: String,
+    /// The assets host generated files are downloaded from.
+    pub(crate) assets_url: String,
     pub(crate) transport: ChatTransport,
     /// Bounds connecting and waiting for the first frame.
     pub(crate) connect_timeout: Duration,
@@ -67,6 +69,7 @@ impl UpstreamClient {
                 sessions: SessionCache::new(Duration::from_secs(config.session_cache_secs)),
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 ws_url: config.ws_url.trim_end_matches('/').to_owned(),
+                assets_url: config.assets_url.trim_end_matches('/').to_owned(),
                 transport: config.chat_transport,
                 connect_timeout,
                 idle_timeout: Duration::from_secs(config.stream_idle_timeout_secs.max(1)),
@@ -84,16 +87,27 @@ impl UpstreamClient {
         token: &Secret,
         request: &ChatRequest,
     ) -> Result<ChatStream, UpstreamError> {
-        let opened = match self.inner.transport {
-            ChatTransport::Ws => ws_chat::open(&self.inner, token, request).await,
-            ChatTransport::Rest => rest_chat::open(&self.inner, token, request).await,
+        let open = async {
+            match self.inner.transport {
+                ChatTransport::Ws => ws_chat::open(&self.inner, token, request).await,
+                ChatTransport::Rest => rest_chat::open(&self.inner, token, request).await,
+            }
         };
-        opened.map_err(|e| scrub(e, token))
+        observe::stream("chat", open)
+            .await
+            .map_err(|e| scrub(e, token))
+    }
+
+    /// Shared transport state, for the call modules that extend this client.
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// The account's user id, cached per token for `session_cache_secs`.
     pub async fn user_id(&self, token: &Secret) -> Result<String, UpstreamError> {
-        self.inner.user_id(token).await.map_err(|e| scrub(e, token))
+        observe::call("session", self.inner.user_id(token))
+            .await
+            .map_err(|e| scrub(e, token))
     }
 
     /// Uploads one file for use as a chat attachment; returns its `fileMetadataId`.
@@ -107,9 +121,13 @@ impl UpstreamClient {
         bytes: bytes::Bytes,
     ) -> Result<String, UpstreamError> {
         let limit = self.inner.connect_timeout + self.inner.idle_timeout;
-        tokio::time::timeout(limit, self.inner.upload(token, file_name, mime, bytes))
+        let upload = async {
+            tokio::time::timeout(limit, self.inner.upload(token, file_name, mime, bytes))
+                .await
+                .map_err(|_| classify::timeout("upload"))?
+        };
+        observe::call("upload", upload)
             .await
-            .map_err(|_| classify::timeout("upload"))?
             .map_err(|e| scrub(e, token))
     }
 }
@@ -178,7 +196,7 @@ impl Inner {
 }
 
 /// Belt and braces: an upstream that echoes the cookie back must not get it into a message.
-fn scrub(mut error: UpstreamError, token: &Secret) -> UpstreamError {
+pub(crate) fn scrub(mut error: UpstreamError, token: &Secret) -> UpstreamError {
     let value = super::headers::sso_value(token);
     if value.len() >= 8 && error.message.contains(value) {
         error.message = error.message.replace(value, "***");

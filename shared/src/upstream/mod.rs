@@ -5,21 +5,34 @@
 //! Callers use [`UpstreamClient`] (in `client.rs`) and see only [`ChatRequest`],
 //! [`ChatChunk`] and [`UpstreamError`]; nothing outside this module parses upstream frames.
 
+pub mod account_ops;
+mod assets;
 mod body;
 mod classify;
 mod client;
 mod frames;
 mod headers;
+mod image_edit;
+mod imagine;
+mod imagine_frames;
+pub(crate) mod observe;
 mod rest_chat;
 mod rest_frames;
 mod session;
 mod statsig;
 mod stream;
 mod upload;
+mod video;
+mod video_frames;
 mod ws_chat;
 mod ws_frames;
 
+pub use assets::{DownloadedAsset, MediaType, sniff_media_type};
 pub use client::UpstreamClient;
+pub use image_edit::{EDIT_MODEL_NAME, ImageEditRequest, MAX_EDIT_INPUTS};
+pub use imagine::{ImageStream, ImageUpdate, ImagineRequest, MAX_IMAGES_PER_REQUEST};
+pub use video::{VIDEO_MODEL_NAME, VideoRequest, VideoStream};
+pub use video_frames::{VideoOutcome, VideoUpdate, video_id_from_url};
 
 use std::time::Duration;
 

@@ -94,7 +94,7 @@ pub(crate) async fn open(
 
 /// Posts the request; with a signed statsig, a 403 re-signs and tries once more. Returns the
 /// response with the deadline its first frame must meet (one connect timeout per attempt).
-async fn send(
+pub(crate) async fn send(
     inner: &Inner,
     token: &Secret,
     body: &Value,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use shared::bus::memory::MemoryBus;
 use shared::bus::redis::RedisBus;
 use shared::bus::{EventBus, EventStream};
-use shared::event::{EventBody, JobError, JobEvent};
+use shared::event::{EventBody, EventMeta, JobError, JobEvent};
 use uuid::Uuid;
 
 use crate::common::{self, TcpProxy, next_within, stays_quiet};
@@ -20,6 +20,11 @@ fn event(job_id: Uuid, attempt: u32, seq: u64) -> JobEvent {
         seq,
         body: EventBody::Delta {
             text: format!("text {attempt}-{seq}"),
+        },
+        // Metadata must cross the bus unchanged (bus lag and trace context depend on it).
+        meta: EventMeta {
+            published_ms: 1_700_000_000_000 + seq as i64,
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
         },
     }
 }

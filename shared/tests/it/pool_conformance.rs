@@ -14,8 +14,8 @@ use shared::models::Tier;
 use shared::pool::memory::MemoryPool;
 use shared::pool::redis::RedisPool;
 use shared::pool::{
-    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Settlement, TokenPool,
-    TokenState, TokenStatus,
+    Lease, LeaseOutcome, LeaseRequest, PoolError, PoolSettings, PoolToken, Refresh, Settlement,
+    TokenPool, TokenState, TokenStatus,
 };
 use shared::time::now_ms;
 
@@ -27,6 +27,7 @@ fn settings(per_token_concurrency: u32, fail_threshold: u32, cooldown: Duration)
         fail_threshold,
         default_cooldown: cooldown,
         prefix: String::new(),
+        selection: Default::default(),
     }
 }
 
@@ -86,6 +87,158 @@ conformance! {
     success_consumes_quota_and_cools_at_zero => super::defaults();
     sync_adds_removes_and_keeps_runtime_state => super::defaults();
     concurrent_leases_never_exceed_cap => super::defaults();
+    refresh_applies_quota_tier_and_window => super::defaults();
+    refresh_rechecks_invalid_but_not_disabled => super::settings(2, 2, std::time::Duration::from_secs(60));
+    lru_selection_prefers_least_recently_used => super::lru();
+    reaper_removes_expired_leases => super::defaults();
+}
+
+fn lru() -> PoolSettings {
+    PoolSettings {
+        selection: shared::pool::Selection::Lru,
+        ..defaults()
+    }
+}
+
+async fn refresh_applies_quota_tier_and_window(pool: Arc<dyn TokenPool>) {
+    pool.sync(vec![token("t", Tier::Basic, 10)]).await.unwrap();
+    assert_eq!(
+        pool.apply_refresh("missing", &Refresh::Blocked)
+            .await
+            .unwrap(),
+        None
+    );
+    // Nothing left: cooling until the window resets.
+    let before = now_ms();
+    let cooled = pool
+        .apply_refresh(
+            "t",
+            &Refresh::Quota {
+                remaining: 0,
+                total: 50,
+                tier: Some(Tier::Super),
+                window_reset: Some(Duration::from_millis(400)),
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (cooled.status, cooled.quota, cooled.tier),
+        (TokenStatus::Cooling, 0, Tier::Super)
+    );
+    assert!(cooled.cooling_until_ms >= before + 400 && cooled.cooling_until_ms <= now_ms() + 400);
+    assert!(cooled.last_refresh_ms >= before);
+    // The tier the upstream reported survives a sync from the record.
+    pool.sync(vec![token("t", Tier::Basic, 10)]).await.unwrap();
+    assert_eq!(state(&pool, "t").await.tier, Tier::Super);
+    assert!(exhausted(&pool, &request(&[Tier::Super])).await.is_some());
+    // After the window the token serves again with the window's total.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lease = must_lease(&pool, &request(&[Tier::Super])).await;
+    assert_eq!(lease.token_id, "t");
+    assert_eq!(state(&pool, "t").await.quota, 50);
+    // Quota left: active at once with that quota.
+    let back = pool
+        .apply_refresh(
+            "t",
+            &Refresh::Quota {
+                remaining: 7,
+                total: 50,
+                tier: None,
+                window_reset: None,
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (back.status, back.quota, back.cooling_until_ms),
+        (TokenStatus::Active, 7, 0)
+    );
+    // The live lease is untouched by a refresh.
+    assert_eq!(back.in_flight, 1);
+}
+
+async fn refresh_rechecks_invalid_but_not_disabled(pool: Arc<dyn TokenPool>) {
+    let mut disabled = token("d", Tier::Basic, 10);
+    disabled.status = TokenStatus::Disabled;
+    pool.sync(vec![token("t", Tier::Basic, 10), disabled])
+        .await
+        .unwrap();
+    // Threshold 2: two refused refreshes make the token invalid.
+    pool.apply_refresh("t", &Refresh::Unauthorized)
+        .await
+        .unwrap();
+    assert_eq!(state(&pool, "t").await.status, TokenStatus::Active);
+    let invalid = pool
+        .apply_refresh("t", &Refresh::Unauthorized)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (invalid.status, invalid.fail_count),
+        (TokenStatus::Invalid, 2)
+    );
+    // A quota answer is the upstream accepting the account again.
+    let quota = Refresh::Quota {
+        remaining: 5,
+        total: 20,
+        tier: None,
+        window_reset: None,
+    };
+    let back = pool.apply_refresh("t", &quota).await.unwrap().unwrap();
+    assert_eq!(
+        (back.status, back.quota, back.fail_count),
+        (TokenStatus::Active, 5, 0)
+    );
+    let still = pool.apply_refresh("d", &quota).await.unwrap().unwrap();
+    assert_eq!(still.status, TokenStatus::Disabled);
+    let blocked = pool
+        .apply_refresh("t", &Refresh::Blocked)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(blocked.status, TokenStatus::Invalid);
+}
+
+async fn lru_selection_prefers_least_recently_used(pool: Arc<dyn TokenPool>) {
+    pool.sync(vec![
+        token("rich", Tier::Basic, 100),
+        token("poor", Tier::Basic, 5),
+    ])
+    .await
+    .unwrap();
+    // Never used: ties on recency go to the most quota.
+    let first = must_lease(&pool, &basic()).await;
+    assert_eq!(first.token_id, "rich");
+    settle(&pool, &first, Settlement::Success { cost: 1 }).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // Now "poor" was used longer ago (never), so it goes first despite less quota.
+    let second = must_lease(&pool, &basic()).await;
+    assert_eq!(second.token_id, "poor");
+    settle(&pool, &second, Settlement::Success { cost: 1 }).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(must_lease(&pool, &basic()).await.token_id, "rich");
+}
+
+async fn reaper_removes_expired_leases(pool: Arc<dyn TokenPool>) {
+    pool.sync(vec![
+        token("a", Tier::Basic, 10),
+        token("b", Tier::Basic, 10),
+    ])
+    .await
+    .unwrap();
+    let mut short = basic();
+    short.ttl = Duration::from_millis(100);
+    must_lease(&pool, &short).await;
+    must_lease(&pool, &short).await;
+    let live = must_lease(&pool, &basic()).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(pool.reap_expired().await.unwrap(), 2);
+    assert_eq!(pool.reap_expired().await.unwrap(), 0);
+    // The live lease is kept and still settles.
+    settle(&pool, &live, Settlement::Released).await;
 }
 
 fn token(id: &str, tier: Tier, quota: i64) -> PoolToken {

@@ -10,6 +10,7 @@ use shared::Secret;
 use shared::crypto::{TokenCipher, generate_key, token_id};
 use shared::pool::TokenStatus;
 use shared::store::{self, Store, StoreError, TokenRecord, TokenRuntime};
+use shared::store::{VideoJobFailure, VideoJobRecord, VideoJobStatus, VideoJobUpdate};
 
 use crate::common::{create_postgres_db, drop_postgres_db, run_then_cleanup};
 
@@ -115,6 +116,8 @@ conformance!(
     runtime_update_changes_only_runtime_fields,
     settings_round_trip,
     foreign_key_reads_as_corrupt_without_leaking,
+    video_job_round_trip,
+    video_job_moves_forward_and_terminal_is_final,
 );
 
 fn cipher() -> TokenCipher {
@@ -300,4 +303,119 @@ async fn foreign_key_reads_as_corrupt_without_leaking(fixture: Fixture) {
     }
     // The writer still reads its own tokens.
     assert_eq!(writer.list_tokens().await.unwrap(), records);
+}
+
+fn video_job(id: &str) -> VideoJobRecord {
+    VideoJobRecord {
+        id: id.into(),
+        api_key_sha256: "ab".repeat(32),
+        model: "grok-imagine-1.0-video".into(),
+        prompt: "a cat on a \"skateboard\" ünïcode".into(),
+        seconds: 6,
+        size: "1280x720".into(),
+        resolution: "720p".into(),
+        status: VideoJobStatus::Queued,
+        progress: 0,
+        error: None,
+        video_key: None,
+        thumbnail_key: None,
+        video_bytes: None,
+        created_at_ms: 1_700_000_000_000,
+        updated_at_ms: 1_700_000_000_000,
+        completed_at_ms: None,
+        expires_at_ms: 1_700_000_600_000,
+    }
+}
+
+async fn video_job_round_trip(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let record = video_job(&uuid::Uuid::new_v4().to_string());
+    store.create_video_job(&record).await.unwrap();
+    assert_eq!(
+        store.get_video_job(&record.id).await.unwrap(),
+        Some(record.clone())
+    );
+    assert_eq!(store.get_video_job("missing").await.unwrap(), None);
+    // Ids are unique: a second insert with the same id fails rather than overwriting.
+    assert!(store.create_video_job(&record).await.is_err());
+    // Another store on the same database (a restarted process) sees the same record.
+    let again = fixture.store(&cipher()).await;
+    assert_eq!(again.get_video_job(&record.id).await.unwrap(), Some(record));
+}
+
+async fn video_job_moves_forward_and_terminal_is_final(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let done = video_job(&uuid::Uuid::new_v4().to_string());
+    store.create_video_job(&done).await.unwrap();
+    let progress = |p| VideoJobUpdate::Progress { progress: p };
+    assert!(
+        store
+            .update_video_job(&done.id, &progress(40))
+            .await
+            .unwrap()
+    );
+    // A retry on another account restarts at a lower percentage: progress never goes down.
+    assert!(
+        store
+            .update_video_job(&done.id, &progress(10))
+            .await
+            .unwrap()
+    );
+    let read = store.get_video_job(&done.id).await.unwrap().unwrap();
+    assert_eq!(
+        (read.status, read.progress),
+        (VideoJobStatus::InProgress, 40)
+    );
+    assert!(read.updated_at_ms > done.updated_at_ms);
+    let completed = VideoJobUpdate::Completed {
+        video_key: "video/x.mp4".into(),
+        thumbnail_key: Some("image/x.jpg".into()),
+        video_bytes: 1234,
+    };
+    assert!(store.update_video_job(&done.id, &completed).await.unwrap());
+    let read = store.get_video_job(&done.id).await.unwrap().unwrap();
+    assert_eq!(read.status, VideoJobStatus::Completed);
+    assert_eq!(read.progress, 100);
+    assert_eq!(read.video_key.as_deref(), Some("video/x.mp4"));
+    assert_eq!(read.thumbnail_key.as_deref(), Some("image/x.jpg"));
+    assert_eq!(read.video_bytes, Some(1234));
+    assert!(read.completed_at_ms.is_some());
+    // Terminal: neither a late failure nor late progress changes it.
+    let failure = VideoJobUpdate::Failed(VideoJobFailure {
+        code: "upstream_error".into(),
+        message: "late".into(),
+    });
+    assert!(!store.update_video_job(&done.id, &failure).await.unwrap());
+    assert!(
+        !store
+            .update_video_job(&done.id, &progress(50))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_video_job(&done.id).await.unwrap().unwrap(), read);
+
+    let failed = video_job(&uuid::Uuid::new_v4().to_string());
+    store.create_video_job(&failed).await.unwrap();
+    assert!(store.update_video_job(&failed.id, &failure).await.unwrap());
+    let read = store.get_video_job(&failed.id).await.unwrap().unwrap();
+    assert_eq!(read.status, VideoJobStatus::Failed);
+    assert_eq!(
+        read.error,
+        Some(VideoJobFailure {
+            code: "upstream_error".into(),
+            message: "late".into()
+        })
+    );
+    assert!(
+        !store
+            .update_video_job(&failed.id, &completed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_video_job("missing", &progress(1))
+            .await
+            .unwrap()
+    );
 }

@@ -9,7 +9,8 @@
 --   <p>:toks          set of all token ids
 --   <p>:tier:<tier>   set of token ids of one tier (a lease scans only the tiers it asks for)
 --   <p>:tok:<id>      hash: pool tier sealed status quota resume_quota cooling_until_ms
---                           fail_count use_count last_used_ms
+--                           fail_count use_count last_used_ms last_refresh_ms
+--                           tier_inferred (1 once a quota refresh named the tier)
 --   <p>:leases:<id>   sorted set of live leases: member = fence, score = expiry (unix ms)
 --   <p>:fence         counter shared by all tokens, so a token removed and added again
 --                     never hands out a fence number an old lease still carries
@@ -39,13 +40,15 @@ end
 
 local function load(id)
   local v = redis.call('HMGET', tok_key(id), 'pool', 'tier', 'sealed', 'status', 'quota',
-    'resume_quota', 'cooling_until_ms', 'fail_count', 'use_count', 'last_used_ms')
+    'resume_quota', 'cooling_until_ms', 'fail_count', 'use_count', 'last_used_ms',
+    'last_refresh_ms', 'tier_inferred')
   if not v[1] then return nil end
   return {
     pool = v[1], tier = v[2], sealed = v[3], status = v[4],
     quota = tonumber(v[5]) or 0, resume_quota = tonumber(v[6]) or 0,
     cooling_until = tonumber(v[7]) or 0, fail_count = tonumber(v[8]) or 0,
     use_count = tonumber(v[9]) or 0, last_used = tonumber(v[10]) or 0,
+    last_refresh = tonumber(v[11]) or 0, tier_inferred = v[12] == '1',
   }
 end
 
@@ -64,5 +67,5 @@ end
 -- Reply layout of one TokenState, read back in redis.rs.
 local function state_reply(id, h, now)
   return { id, h.pool, h.tier, h.status, h.quota, live_leases(id, now), h.cooling_until,
-    h.fail_count, h.use_count, h.last_used }
+    h.fail_count, h.use_count, h.last_used, h.last_refresh }
 end

@@ -1,5 +1,6 @@
 -- Leases the best token of the first tier that has one.
--- ARGV: prefix, ttl_ms, per-token cap, tier count n, n tiers in order, excluded ids...
+-- ARGV: prefix, ttl_ms, per-token cap, policy (quota | lru), tier count n, n tiers in
+--       order, excluded ids...
 -- Reply: {'leased', id, pool, tier, sealed, fence} or {'exhausted', retry_after_ms or -1}.
 --
 -- Every token of a requested tier is looked at, which is fine for pools of up to a few
@@ -7,17 +8,22 @@
 
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-local tier_count = tonumber(ARGV[4])
+local policy = ARGV[4]
+local tier_count = tonumber(ARGV[5])
 local excluded = {}
-for i = 5 + tier_count, #ARGV do excluded[ARGV[i]] = true end
+for i = 6 + tier_count, #ARGV do excluded[ARGV[i]] = true end
 
 local now = now_ms()
 local soonest = nil -- ms until the first cooling token of a requested tier returns
 
--- Most quota wins; ties go to the least recently used, then to the smaller id so the
--- choice is deterministic.
+-- Policy 'quota': most quota wins, ties go to the least recently used. Policy 'lru': the
+-- least recently used wins, ties go to the most quota. Then the smaller id, so the choice
+-- is deterministic.
 local function better(id, h, best, best_h)
   if best == nil then return true end
+  if policy == 'lru' and h.last_used ~= best_h.last_used then
+    return h.last_used < best_h.last_used
+  end
   if h.quota ~= best_h.quota then return h.quota > best_h.quota end
   if h.last_used ~= best_h.last_used then return h.last_used < best_h.last_used end
   return id < best
@@ -25,7 +31,7 @@ end
 
 for t = 1, tier_count do
   local best, best_h = nil, nil
-  for _, id in ipairs(redis.call('SMEMBERS', tier_key(ARGV[4 + t]))) do
+  for _, id in ipairs(redis.call('SMEMBERS', tier_key(ARGV[5 + t]))) do
     local h = (not excluded[id]) and load(id) or nil
     if h then
       recover_if_due(id, h, now)

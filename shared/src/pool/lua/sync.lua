@@ -24,8 +24,10 @@ for id, i in pairs(wanted) do
   local pool, tier, sealed, status, quota =
     ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4], tonumber(ARGV[i + 5])
   local key = tok_key(id)
-  local current = redis.call('HMGET', key, 'tier', 'status')
+  local current = redis.call('HMGET', key, 'tier', 'status', 'tier_inferred')
   if current[1] then
+    -- A tier the upstream reported (quota refresh) beats the one the pool name implies.
+    if current[3] == '1' then tier = current[1] end
     if current[1] ~= tier then redis.call('SREM', tier_key(current[1]), id) end
     redis.call('HSET', key, 'pool', pool, 'tier', tier, 'sealed', sealed)
     if status == 'disabled' or status == 'invalid' then
