@@ -70,15 +70,7 @@ both_shapes!(reasoning_effort_none_hides_reasoning);
 async fn a_rate_limited_token_fails_over_to_another(shape: Shape) {
     let c = Cluster::start(shape, "failover").await;
     // The rate-limited account has more quota, so it is picked first.
-    let r = c
-        .http
-        .post(c.url("/v1/admin/tokens"))
-        .bearer_auth(crate::harness::ADMIN_KEY)
-        .json(&json!({"ssoBasic": [{"token": "rl-fault-429", "quota": 100}, {"token": "good-token", "quota": 10}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    c.post_tokens(json!({"ssoBasic": [{"token": "rl-fault-429", "quota": 100}, {"token": "good-token", "quota": 10}]})).await;
     let r = c.chat(0, ask("fail over please", false)).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
@@ -129,15 +121,7 @@ async fn an_unauthorized_token_is_retired_and_another_serves(shape: Shape) {
         ..Default::default()
     };
     let c = Cluster::start_with(shape, "unauth", options).await;
-    let r = c
-        .http
-        .post(c.url("/v1/admin/tokens"))
-        .bearer_auth(crate::harness::ADMIN_KEY)
-        .json(&json!({"ssoBasic": [{"token": "dead-fault-401", "quota": 100}, {"token": "alive-token", "quota": 10}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    c.post_tokens(json!({"ssoBasic": [{"token": "dead-fault-401", "quota": 100}, {"token": "alive-token", "quota": 10}]})).await;
     let r = c.chat(0, ask("hello", false)).await;
     assert_eq!(r.status(), 200);
     let tokens = c.tokens().await;
@@ -284,15 +268,7 @@ both_shapes!(the_rest_transport_answers_the_same);
 
 async fn a_stream_cut_before_output_is_retried_on_another_account(shape: Shape) {
     let c = Cluster::start(shape, "cut").await;
-    let r = c
-        .http
-        .post(c.url("/v1/admin/tokens"))
-        .bearer_auth(crate::harness::ADMIN_KEY)
-        .json(&json!({"ssoBasic": [{"token": "empty-fault-empty", "quota": 100}, {"token": "steady", "quota": 10}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    c.post_tokens(json!({"ssoBasic": [{"token": "empty-fault-empty", "quota": 100}, {"token": "steady", "quota": 10}]})).await;
     // An empty answer is not a success: the worker tries the next account.
     let body: Value = c
         .chat(0, ask("say something", false))

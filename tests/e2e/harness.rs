@@ -388,7 +388,12 @@ impl Cluster {
 
     /// Replaces the token set through the admin API.
     pub async fn set_tokens(&self, basic: &[&str], super_: &[&str]) {
-        let body = json!({"ssoBasic": basic, "ssoSuper": super_});
+        self.post_tokens(json!({"ssoBasic": basic, "ssoSuper": super_}))
+            .await;
+    }
+
+    /// Posts a full token-set body (pool name to entries) and expects it accepted.
+    pub async fn post_tokens(&self, body: Value) {
         let r = self
             .http
             .post(self.url("/v1/admin/tokens"))

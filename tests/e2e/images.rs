@@ -231,15 +231,7 @@ both_shapes!(moderated_output_is_an_error);
 
 async fn a_rate_limited_token_fails_over(shape: Shape) {
     let c = Cluster::start(shape, "img-failover").await;
-    let r = c
-        .http
-        .post(c.url("/v1/admin/tokens"))
-        .bearer_auth(crate::harness::ADMIN_KEY)
-        .json(&json!({"ssoBasic": [{"token": "rl-fault-429", "quota": 100}, {"token": "good-token", "quota": 10}]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    c.post_tokens(json!({"ssoBasic": [{"token": "rl-fault-429", "quota": 100}, {"token": "good-token", "quota": 10}]})).await;
     let prompt = "failover picture";
     let r = generate(&c, json!({"prompt": prompt, "response_format": "b64_json"})).await;
     assert_eq!(r.status(), 200);
