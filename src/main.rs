@@ -91,6 +91,12 @@ enum Command {
     },
     /// Print a fresh key for security.token_key.
     Keygen,
+    /// Re-seal every stored account token under security.token_key (the last step of a key
+    /// rotation), then refresh the live token pool. Safe to run beside live processes.
+    Reseal {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print the effective configuration (secrets redacted), or the commented defaults.
     Config {
         #[command(flatten)]
@@ -215,6 +221,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", shared::crypto::generate_key());
             Ok(())
         }
+        Command::Reseal { common } => reseal(load(&common, None)?).await,
         Command::Config { common, defaults } => {
             if defaults {
                 print!("{}", shared::config::DEFAULTS_TOML);
@@ -225,6 +232,36 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `grok2api reseal`: rewrites tokens sealed with a previous key, then re-syncs the live
+/// pool (whose entries carry sealed tokens too) so no process needs the old key afterwards.
+async fn reseal(config: Arc<Config>) -> anyhow::Result<()> {
+    let cipher = shared::backends::token_cipher(&config)?;
+    let report = shared::store::reseal::reseal_tokens(&config.database_url(), &cipher)
+        .await
+        .context("re-sealing tokens")?;
+    if Backends::is_distributed(&config) {
+        let backends = Backends::connect(&config).await?;
+        scheduler::sync_pool_from_store(&backends)
+            .await
+            .context("refreshing the token pool")?;
+    }
+    println!(
+        "resealed {} tokens under key {} ({} already current, {} changed meanwhile)",
+        report.resealed,
+        cipher.key_id(),
+        report.current,
+        report.raced
+    );
+    if !report.unreadable.is_empty() {
+        bail!(
+            "{} tokens are sealed with a key that is not configured (ids: {}); add that key to security.previous_token_keys and run again",
+            report.unreadable.len(),
+            report.unreadable.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Single-role commands share state through the distributed backends only.
@@ -244,6 +281,16 @@ async fn serve(config: Arc<Config>) -> anyhow::Result<()> {
         .migrate()
         .await
         .context("applying migrations")?;
+    if config.backend.queue_url.is_empty() {
+        // The in-process queue lost whatever it held when the last run stopped. The jobs
+        // queued again need accounts, so the in-process pool is filled first.
+        if let Err(e) = scheduler::sync_pool_from_store(&backends).await {
+            tracing::warn!(error = %e, "pool sync before settling video jobs failed");
+        }
+        gateway::videos::recover::requeue_unfinished(&backends)
+            .await
+            .context("settling unfinished video jobs")?;
+    }
     let shutdown = shutdown_signal();
     let worker = worker::Worker::new(config.clone(), backends.clone())?;
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
@@ -270,7 +317,7 @@ async fn run_gateway(
     }
     if config.app.api_keys().is_empty() && !config.app.open_api {
         tracing::warn!(
-            "no app.api_key is set and app.open_api is false: the client API refuses every request"
+            "no app.api_key is set and app.open_api is false: the client API accepts only named client keys (POST /v1/admin/keys)"
         );
     }
     let addr: SocketAddr = format!("{}:{}", config.server.host, config.server.port)

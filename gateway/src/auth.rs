@@ -45,29 +45,58 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|k| !k.is_empty())
 }
 
-/// Guards `/v1/*` client routes.
+/// Guards `/v1/*` client routes: the operator keys (`app.api_key`, read live) or a named
+/// client key, whose model allowlist and rate limit apply here and whose use is counted.
 pub async fn require_api_key(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !state.config.app.open_api {
-        let given = bearer(request.headers())
-            .ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
-        if state.api_keys.is_empty() {
+    let live = state.backends.live.get();
+    if live.app.open_api {
+        return Ok(next.run(request).await);
+    }
+    let given = bearer(request.headers())
+        .ok_or_else(|| ApiError::unauthorized("Missing authentication token"))?;
+    let operator_keys = live.app.api_keys();
+    // Check every key so the time taken does not tell which one nearly matched.
+    let matched = operator_keys
+        .iter()
+        .fold(false, |acc, key| secrets_match(given, key.expose()) | acc);
+    if matched {
+        return Ok(next.run(request).await);
+    }
+    let record = state
+        .client_keys
+        .authenticate(state.backends.store.as_ref(), given)
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "client key lookup failed");
+            ApiError::unavailable("The store is unavailable, try again shortly", 2)
+        })?;
+    let Some(record) = record else {
+        if operator_keys.is_empty() && !given.starts_with(crate::client_keys::KEY_MARK) {
             return Err(ApiError::unauthorized(
                 "No API key is configured on this server",
             ));
         }
-        // Check every key so the time taken does not tell which one nearly matched.
-        let matched = state
-            .api_keys
-            .iter()
-            .fold(false, |acc, key| secrets_match(given, key.expose()) | acc);
-        if !matched {
-            return Err(ApiError::unauthorized("Invalid authentication token"));
+        return Err(ApiError::unauthorized("Invalid authentication token"));
+    };
+    let mut request = if record.models.is_empty() {
+        request
+    } else {
+        let limit = state.config.server.max_body_bytes;
+        let (request, model) = crate::client_keys::requested_model(request, limit).await?;
+        if let Some(model) = model {
+            crate::client_keys::ClientKeys::check_model(&record, &model)?;
         }
-    }
+        request
+    };
+    state.client_keys.check_rate(&record).await?;
+    state.client_keys.count(&record.id);
+    request
+        .extensions_mut()
+        .insert(crate::client_keys::ClientKeyGrant(record));
     Ok(next.run(request).await)
 }
 

@@ -46,7 +46,7 @@ pub async fn video(
 
 /// The public link of a stored media file, from `app.app_url`.
 pub fn link(state: &AppState, kind: MediaKind, name: &str) -> String {
-    media_url(&state.config.app.app_url, kind, name)
+    media_url(&state.backends.live.get().app.app_url, kind, name)
 }
 
 fn invalid_name() -> ApiError {

@@ -27,17 +27,17 @@ async fn check<E: std::fmt::Display>(f: impl Future<Output = Result<(), E>>) -> 
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let b = &state.backends;
-    let (queue, bus, pool, store) = tokio::join!(
+    let (queue, bus, pool, store, blob) = tokio::join!(
         check(b.queue.ping()),
         check(b.bus.ping()),
         check(b.pool.ping()),
-        check(b.store.ping())
+        check(b.store.ping()),
+        check(b.blob.ping())
     );
+    let checks = json!({"queue": queue, "bus": bus, "pool": pool, "store": store, "blob": blob});
+    let down = shared::ops::down(&checks);
     let draining = state.shutdown.is_cancelled();
-    let ok = !draining
-        && [&queue, &bus, &pool, &store]
-            .iter()
-            .all(|c| c["ok"] == true);
+    let ok = !draining && down.is_empty();
     let status = if ok {
         StatusCode::OK
     } else {
@@ -45,8 +45,6 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
     };
     (
         status,
-        Json(
-            json!({"ready": ok, "draining": draining, "checks": {"queue": queue, "bus": bus, "pool": pool, "store": store}}),
-        ),
+        Json(json!({"ready": ok, "draining": draining, "down": down, "checks": checks})),
     )
 }

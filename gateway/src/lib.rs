@@ -4,8 +4,10 @@
 //! events. It keeps no state of its own beyond open connections, so replicas scale freely.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod chat;
+pub mod client_keys;
 pub mod error;
 pub mod extract;
 pub mod feed;
@@ -15,6 +17,8 @@ pub mod images;
 pub mod jobs;
 pub mod models;
 pub mod observe;
+pub mod pages;
+pub mod public;
 pub mod state;
 pub mod videos;
 
@@ -48,6 +52,10 @@ pub fn router(state: AppState) -> Router {
             get(videos::content).head(videos::content),
         )
         .route("/v1/models/{id}", get(models::get))
+        .layer(from_fn_with_state(
+            admission::Admission::new(&state.config),
+            admission::admit,
+        ))
         .layer(from_fn_with_state(state.clone(), auth::require_api_key));
     let admin = Router::new()
         .route("/v1/admin/verify", get(admin::verify))
@@ -82,6 +90,33 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/admin/batch/{id}/stream", get(admin::batch::stream))
         .route("/v1/admin/batch/{id}/cancel", post(admin::batch::cancel))
+        .route(
+            "/v1/admin/config",
+            get(admin::config::get).post(admin::config::update),
+        )
+        .route("/v1/admin/storage", get(admin::config::storage))
+        .route(
+            "/v1/admin/tokens/{id}",
+            axum::routing::patch(admin::token_tools::patch),
+        )
+        .route("/v1/admin/tokens/import", post(admin::token_tools::import))
+        .route("/v1/admin/tokens/export", get(admin::token_tools::export))
+        .route("/v1/admin/cache", get(admin::cache::stats_handler))
+        .route("/v1/admin/cache/list", get(admin::cache::list))
+        .route("/v1/admin/cache/clear", post(admin::cache::clear))
+        .route(
+            "/v1/admin/cache/item/delete",
+            post(admin::cache::delete_item),
+        )
+        .route("/v1/admin/cache/download", post(admin::cache::download))
+        .route(
+            "/v1/admin/keys",
+            get(admin::keys::list).post(admin::keys::create),
+        )
+        .route(
+            "/v1/admin/keys/{id}",
+            axum::routing::patch(admin::keys::update).delete(admin::keys::delete),
+        )
         .layer(from_fn_with_state(state.clone(), auth::require_admin_key));
     Router::new()
         .merge(api)
@@ -98,6 +133,8 @@ pub fn router(state: AppState) -> Router {
             get(files::video).head(files::video),
         )
         .route("/metrics", get(observe::prometheus))
+        .merge(pages::router())
+        .merge(public::router(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
@@ -121,8 +158,33 @@ async fn method_not_allowed() -> ApiError {
 /// final event when they see the same token).
 pub async fn serve(state: AppState, listener: TcpListener) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
+    state
+        .client_keys
+        .clone()
+        .spawn_flusher(state.backends.store.clone(), shutdown.clone());
     tracing::info!(addr = %listener.local_addr()?, "gateway listening");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let grace = std::time::Duration::from_secs(state.config.server.shutdown_grace_secs);
+    // Small SSE writes must leave at once: with Nagle's algorithm on, the first chunk after
+    // the response head waits for the client's delayed ACK (about 40 ms on Linux).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    // `into_make_service` hands each connection a clone of the finished router (one Arc);
+    // serving the `Router` itself rebuilds its route tables per connection (~70 KiB each).
+    let served = axum::serve(listener, router(state).into_make_service())
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    // Draining lets in-flight requests finish, but only for `server.shutdown_grace_secs`.
+    let grace_over = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        served = async { served.await } => served,
+        _ = grace_over => {
+            tracing::warn!("drain grace period over with requests still open");
+            Ok(())
+        }
+    }
 }

@@ -12,6 +12,7 @@ use shared::pool::PoolToken;
 use tokio_util::sync::CancellationToken;
 
 pub mod blob_cleanup;
+pub mod job_retention;
 pub mod sampler;
 pub mod tasks;
 

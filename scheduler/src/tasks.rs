@@ -17,7 +17,7 @@ use shared::pool::TokenStatus;
 use shared::time::now_ms;
 use tokio_util::sync::CancellationToken;
 
-use crate::blob_cleanup;
+use crate::{blob_cleanup, job_retention};
 
 /// How long a queued maintenance job stays worth running.
 const MAINTENANCE_DEADLINE: Duration = Duration::from_secs(600);
@@ -110,8 +110,17 @@ pub async fn run_once(task: Task, config: &Config, backends: &Backends) -> anyho
                 report.removed, report.freed_bytes
             )
         }
-        // Job records have no retention call in the store yet; this is where it goes.
-        Task::JobRetention => "no job records to expire".to_owned(),
+        Task::JobRetention if scheduler.job_max_age_secs == 0 => {
+            "job records are kept forever (job_max_age_secs = 0)".to_owned()
+        }
+        Task::JobRetention => {
+            let max_age_ms = (scheduler.job_max_age_secs as i64).saturating_mul(1000);
+            let report = job_retention::run(backends, now_ms() - max_age_ms).await?;
+            format!(
+                "{} video job records and {} media objects removed",
+                report.records, report.blobs
+            )
+        }
     })
 }
 
@@ -144,6 +153,7 @@ async fn enqueue(
         op,
         token_ids,
         origin: format!("scheduler:{}", task.name()),
+        skipped: 0,
     });
     let job = JobEnvelope::new(payload, now_ms() + MAINTENANCE_DEADLINE.as_millis() as i64);
     backends.queue.publish(&job).await?;

@@ -32,6 +32,9 @@ pub struct Backends {
     pub cipher: TokenCipher,
     /// Generated media (`[blob]`): a local directory or S3; see `crate::blob`.
     pub blob: Arc<dyn BlobStore>,
+    /// The effective configuration with the admin API's stored overrides applied, kept
+    /// current by polling the store (see `crate::settings`).
+    pub live: crate::settings::LiveConfig,
 }
 
 impl Backends {
@@ -91,6 +94,8 @@ impl Backends {
                 "blob.url is empty: media stays in this process's data_dir; processes on other machines cannot serve it"
             );
         }
+        let live = crate::settings::LiveConfig::new(Arc::new(config.clone()));
+        live.watch(store.clone());
         Ok(Backends {
             queue,
             bus,
@@ -98,6 +103,7 @@ impl Backends {
             store,
             cipher,
             blob,
+            live,
         })
     }
 

@@ -42,6 +42,9 @@ pub struct AccountJob {
     /// Who asked (`admin` or a scheduler task), for logs.
     #[serde(default)]
     pub origin: String,
+    /// Accounts the caller left out on purpose (`skip_tagged`), reported in the summary.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// The state of a batch as its events report it.
@@ -63,11 +66,18 @@ pub struct BatchProgress {
     pub processed: u64,
     pub ok: u64,
     pub fail: u64,
+    /// Accounts left out before the batch started (already done).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: u64,
     /// Per-account results keyed by token id (set on `done` and `cancelled`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl BatchProgress {

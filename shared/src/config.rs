@@ -43,6 +43,17 @@ pub struct ServerConfig {
     pub host: String,
     pub port: u16,
     pub max_body_bytes: usize,
+    /// Client API requests served at once by one gateway; more get 503 with `Retry-After`.
+    pub max_in_flight: usize,
+    /// Client API requests one key of `app.api_key` may have open at once (0: no per-key
+    /// cap); more get 429 with `Retry-After`.
+    pub max_in_flight_per_key: usize,
+    /// A streaming client that accepts no event for this long is cut off.
+    pub slow_client_timeout_secs: u64,
+    /// A request body that sends nothing for this long is abandoned.
+    pub body_read_timeout_secs: u64,
+    /// How long a draining process (SIGTERM) may take before it exits.
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +102,10 @@ pub struct AppConfig {
     pub filter_tags: Vec<String>,
     /// How a generated video is rendered in a chat answer.
     pub video_format: VideoFormat,
+    /// Serves the playground pages and `/v1/public/*`.
+    pub public_enabled: bool,
+    /// Bearer key of `/v1/public/*`; empty: the public API needs no key while enabled.
+    pub public_key: Secret,
 }
 
 /// How a video reaches a chat answer: an HTML `<video>` element, a bare URL or a Markdown link.
@@ -303,7 +318,10 @@ impl Config {
     /// Loads defaults, then `file` (or `$DATA_DIR/config.toml` when it exists), then the
     /// environment. `DATA_DIR` (or `GROK2API_BACKEND__DATA_DIR`) locates the default file.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let env = Env::prefixed("GROK2API_").split("__");
+        // `GROK2API_TEST_*` variables belong to the test tooling (shared::fetch), not here.
+        let env = Env::prefixed("GROK2API_")
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with("test_"))
+            .split("__");
         let mut figment = Figment::from(Toml::string(DEFAULTS_TOML));
         if let Ok(dir) = std::env::var("DATA_DIR") {
             figment = figment.merge(("backend.data_dir", dir));
@@ -376,6 +394,21 @@ impl Config {
             return Err(invalid(
                 "backend.prefix",
                 "letters, digits, '-', '_' and '.' only",
+            ));
+        }
+        if self.server.max_in_flight == 0 {
+            return Err(invalid("server.max_in_flight", "must be at least 1"));
+        }
+        if self.server.body_read_timeout_secs == 0 {
+            return Err(invalid(
+                "server.body_read_timeout_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.server.slow_client_timeout_secs == 0 {
+            return Err(invalid(
+                "server.slow_client_timeout_secs",
+                "must be at least 1",
             ));
         }
         if self.queue.capacity == 0 {

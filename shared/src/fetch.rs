@@ -17,7 +17,8 @@
 //! Tests cannot reach a public address from here, so [`FetchPolicy::for_tests`] takes a
 //! resolver that maps made-up names to loopback test servers and a list of exact socket
 //! addresses the policy treats as public. Everything else is checked as in production; no
-//! setting turns the checks off.
+//! setting turns the checks off. End-to-end tests of the real binary name such servers in
+//! [`TEST_HOSTS_ENV`], which only debug builds read: a release binary ignores it.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -30,6 +31,40 @@ use tokio::sync::Semaphore;
 use url::{Host, Url};
 
 use crate::config::FetchConfig;
+
+/// `name=ip:port,...`: made-up host names of loopback test servers that a debug build's
+/// [`FetchPolicy::from_config`] and [`precheck_url`] treat as public (exactly that address
+/// and port). Release builds never read it.
+pub const TEST_HOSTS_ENV: &str = "GROK2API_TEST_FETCH_HOSTS";
+
+/// The test hosts of [`TEST_HOSTS_ENV`] (debug builds only; always empty in release).
+fn test_hosts() -> Vec<(String, SocketAddr)> {
+    if !cfg!(debug_assertions) {
+        return Vec::new();
+    }
+    let Ok(spec) = std::env::var(TEST_HOSTS_ENV) else {
+        return Vec::new();
+    };
+    spec.split(',')
+        .filter_map(|entry| {
+            let (name, addr) = entry.trim().split_once('=')?;
+            Some((name.trim().to_ascii_lowercase(), addr.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The system resolver, except for the test hosts.
+struct TestHostsResolver(HashMap<String, Vec<IpAddr>>);
+
+#[async_trait::async_trait]
+impl HostResolver for TestHostsResolver {
+    async fn resolve(&self, host: &str) -> std::io::Result<Vec<IpAddr>> {
+        match self.0.get(host) {
+            Some(ips) => Ok(ips.clone()),
+            None => SystemResolver.resolve(host).await,
+        }
+    }
+}
 
 /// Hops followed after the first request.
 pub const MAX_REDIRECTS: usize = 5;
@@ -147,12 +182,25 @@ impl std::fmt::Debug for FetchPolicy {
 impl FetchPolicy {
     /// The production policy from `[fetch]`.
     pub fn from_config(config: &FetchConfig) -> Self {
-        Self {
+        let policy = Self {
             max_bytes: config.max_bytes,
             timeout: Duration::from_secs(config.timeout_secs),
             concurrency: config.concurrency,
             resolver: Arc::new(SystemResolver),
             test_public: Vec::new(),
+        };
+        let hosts = test_hosts();
+        if hosts.is_empty() {
+            return policy;
+        }
+        let mut names: HashMap<String, Vec<IpAddr>> = HashMap::new();
+        for (name, addr) in &hosts {
+            names.entry(name.clone()).or_default().push(addr.ip());
+        }
+        Self {
+            resolver: Arc::new(TestHostsResolver(names)),
+            test_public: hosts.into_iter().map(|(_, addr)| addr).collect(),
+            ..policy
         }
     }
 
@@ -193,7 +241,8 @@ pub struct SafeFetcher {
 /// gateway runs them to refuse bad URLs at once; [`SafeFetcher::fetch`] runs them again
 /// on every hop together with the address checks.
 pub fn precheck_url(raw: &str) -> Result<Url, FetchError> {
-    precheck(raw, &[])
+    let test_public: Vec<SocketAddr> = test_hosts().into_iter().map(|(_, addr)| addr).collect();
+    precheck(raw, &test_public)
 }
 
 fn precheck(raw: &str, test_public: &[SocketAddr]) -> Result<Url, FetchError> {

@@ -74,6 +74,8 @@ pub enum JobPayload {
     Video(VideoJob),
     /// An operation on a set of accounts (quota refresh, NSFW, online assets).
     Account(crate::batch::AccountJob),
+    /// A LiveKit voice token for the playground's voice page.
+    Voice(VoiceJob),
     /// A job whose handler always fails; lets tests and operators check dead-lettering.
     Poison {
         note: String,
@@ -88,8 +90,18 @@ impl JobPayload {
             JobPayload::Video(_) => JobKind::Video,
             JobPayload::Poison { .. } => JobKind::Maintenance,
             JobPayload::Account(_) => JobKind::Maintenance,
+            // One short upstream call: it rides with chat, whose workers answer fast.
+            JobPayload::Voice(_) => JobKind::Chat,
         }
     }
+}
+
+/// A LiveKit voice token request, already validated by the gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoiceJob {
+    pub voice: String,
+    pub personality: String,
+    pub speed: f64,
 }
 
 /// A chat completion, already validated and flattened by the gateway.

@@ -50,7 +50,7 @@ pub async fn serve(
     draining: CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    axum::serve(listener, router(backends, draining)).await
+    axum::serve(listener, router(backends, draining).into_make_service()).await
 }
 
 /// Spawns [`serve`] on the current runtime when `listen` is not empty. Binding happens
@@ -99,19 +99,31 @@ pub async fn readiness(backends: &Backends, draining: bool) -> (bool, Value) {
         // No backend round trips while shutting down: the answer is no either way.
         return (false, json!({"ready": false, "draining": true}));
     }
-    let (queue, bus, pool, store) = tokio::join!(
+    let (queue, bus, pool, store, blob) = tokio::join!(
         check(backends.queue.ping()),
         check(backends.bus.ping()),
         check(backends.pool.ping()),
-        check(backends.store.ping())
+        check(backends.store.ping()),
+        check(backends.blob.ping())
     );
-    let ok = [&queue, &bus, &pool, &store]
-        .iter()
-        .all(|c| c["ok"] == true);
+    let checks = json!({"queue": queue, "bus": bus, "pool": pool, "store": store, "blob": blob});
+    let down = down(&checks);
+    let ok = down.is_empty();
     (
         ok,
-        json!({"ready": ok, "draining": false, "checks": {"queue": queue, "bus": bus, "pool": pool, "store": store}}),
+        json!({"ready": ok, "draining": false, "down": down, "checks": checks}),
     )
+}
+
+/// The names of the failed checks in a `checks` object.
+pub fn down(checks: &Value) -> Vec<String> {
+    checks
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, c)| c["ok"] != true)
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 async fn readyz(State(state): State<OpsState>) -> (StatusCode, axum::Json<Value>) {

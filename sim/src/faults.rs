@@ -31,9 +31,15 @@ pub(crate) struct Faults {
     pub empty: bool,
     /// `stall`: the stream goes silent after its first frames, without closing.
     pub stall: bool,
+    /// `5xx`: the upstream itself is failing (`503`).
+    pub server_error: bool,
+    /// `reset`: the connection drops mid-answer, without an orderly end.
+    pub reset: bool,
+    /// `huge`: one frame mid-stream is larger than any client should accept.
+    pub huge: bool,
 }
 
-const MODE_NAMES: [&str; 9] = [
+const MODE_NAMES: [&str; 12] = [
     "429",
     "401",
     "403",
@@ -43,6 +49,9 @@ const MODE_NAMES: [&str; 9] = [
     "malformed",
     "empty",
     "stall",
+    "5xx",
+    "reset",
+    "huge",
 ];
 
 impl Faults {
@@ -75,6 +84,9 @@ impl Faults {
             "malformed" => &mut self.malformed,
             "empty" => &mut self.empty,
             "stall" => &mut self.stall,
+            "5xx" => &mut self.server_error,
+            "reset" => &mut self.reset,
+            "huge" => &mut self.huge,
             _ => return,
         };
         *flag = true;
@@ -121,6 +133,15 @@ pub(crate) fn rate_limited(window_secs: u64) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from(window_secs));
     response
+}
+
+/// 503: the upstream is failing (gRPC code 14, unavailable).
+pub(crate) fn server_error() -> Response {
+    json_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        14,
+        "The service is temporarily unavailable",
+    )
 }
 
 /// 403 with the HTML page a Cloudflare-style browser challenge serves.

@@ -5,7 +5,8 @@
 //! ...). The server answers per image: a `json` frame `start_stage`, `image` frames with
 //! previews (`percentage_complete` < 100), the final `image` frame (100), and a `json` frame
 //! `completed` (with `moderated`). Prompt markers: `[[moderated]]` withholds every final
-//! image, `[[fail]]` sends an `error` frame after the first previews.
+//! image, `[[fail]]` sends an `error` frame after the first previews, `[[notimage]]` sends
+//! final "images" that are an HTML page.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,11 @@ const REQUEST_WAIT: Duration = Duration::from_secs(10);
 pub const MODERATED_MARKER: &str = "[[moderated]]";
 /// Prompt marker that makes the request fail mid-way with an `error` frame.
 pub const FAIL_MARKER: &str = "[[fail]]";
+/// Prompt marker that makes every final image something that is not an image (an HTML
+/// page), as a broken upstream or CDN might serve.
+pub const NOT_IMAGE_MARKER: &str = "[[notimage]]";
+/// What a `[[notimage]]` request gets instead of its images.
+const NOT_IMAGE_BYTES: &[u8] = b"<!DOCTYPE html><html><body>Service error</body></html>";
 
 /// The final image the simulator generates for `prompt` at position `index` (a PNG).
 pub fn imagine_image(prompt: &str, index: u32) -> Vec<u8> {
@@ -254,7 +260,11 @@ async fn generate(
     let moderated = prompt.contains(MODERATED_MARKER);
     for (order, id) in ids.iter().enumerate() {
         if !moderated {
-            let bytes = imagine_image(prompt, order as u32);
+            let bytes = if prompt.contains(NOT_IMAGE_MARKER) {
+                NOT_IMAGE_BYTES.to_vec()
+            } else {
+                imagine_image(prompt, order as u32)
+            };
             let path = format!("users/{uid}/generated/{id}/image.png");
             state
                 .media

@@ -24,6 +24,7 @@ mod stats;
 mod statsig;
 mod upload;
 mod video;
+mod voice;
 mod ws_gateway;
 
 use std::net::SocketAddr;
@@ -41,7 +42,9 @@ pub use account_ops::AccountOps;
 pub use answer::{MAX_WORDS, SimAnswer, answer_for};
 pub use faults::FAULT_HEADER;
 pub use image_edit::{EDIT_IMAGES_PER_CALL, edited_image};
-pub use imagine::{FAIL_MARKER, MODERATED_MARKER, imagine_image, imagine_preview};
+pub use imagine::{
+    FAIL_MARKER, MODERATED_MARKER, NOT_IMAGE_MARKER, imagine_image, imagine_preview,
+};
 pub use stats::{SimStats, TokenStats};
 pub use statsig::{SIGNED_LEN, SITE_VERIFICATION};
 pub use video::{generated_video, upscaled_video, video_thumbnail};
@@ -136,7 +139,10 @@ pub async fn spawn(config: SimConfig) -> std::io::Result<SimHandle> {
     let state = SimState::new(config);
     let app = router(Arc::clone(&state));
     let server = tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        if let Err(error) = axum::serve(listener, app.into_make_service()).await {
             tracing::warn!(%error, "simulator stopped serving");
         }
     });
@@ -152,7 +158,11 @@ pub async fn serve(config: SimConfig, listener: TcpListener) -> std::io::Result<
     let state = SimState::new(config);
     // Dropping this future ends the streams still running in their own tasks.
     let _stop_streams = state.shutdown.clone().drop_guard();
-    axum::serve(listener, router(state)).await
+    // Like the real upstream's, the simulator's frames leave as soon as they are written.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router(state).into_make_service()).await
 }
 
 fn router(state: Arc<SimState>) -> Router {
@@ -202,6 +212,7 @@ fn router(state: Arc<SimState>) -> Router {
         .route("/rest/media/video/upscale", post(video::upscale))
         .route("/index", get(statsig::index_page))
         .route("/sim/sign", post(statsig::sign))
+        .route("/rest/livekit/tokens", post(voice::livekit_tokens))
         .route("/sim/stats", get(sim_stats))
         .route("/sim/reset", post(sim_reset))
         .with_state(state)

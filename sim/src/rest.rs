@@ -1,6 +1,5 @@
 //! `POST /rest/app-chat/conversations/new`: the REST chat call answering in NDJSON.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +8,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -74,6 +72,9 @@ pub(crate) async fn conversations_new(
     if faults.rate_limited {
         return faults::rate_limited(state.config.rate_limit_window_secs);
     }
+    if faults.server_error {
+        return faults::server_error();
+    }
 
     let answer = answer_for(&call.message);
     let steps = script::build(&answer, faults, &state.config);
@@ -86,7 +87,7 @@ pub(crate) async fn conversations_new(
     };
     tokio::spawn(stream_answer(writer, steps, guard));
 
-    let body = Body::from_stream(ReceiverStream::new(rx).map(Ok::<_, Infallible>));
+    let body = Body::from_stream(ReceiverStream::new(rx));
     let mut response = (StatusCode::OK, body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -132,7 +133,8 @@ struct Gone;
 
 /// Gathers NDJSON lines and hands them to the response body in chunks.
 struct NdjsonWriter {
-    tx: mpsc::Sender<Bytes>,
+    /// An `Err` makes the server abort the response mid-body (the `reset` fault).
+    tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
     buffer: BytesMut,
     shutdown: CancellationToken,
 }
@@ -157,7 +159,14 @@ impl NdjsonWriter {
             return Ok(());
         }
         let chunk = self.buffer.split().freeze();
-        self.tx.send(chunk).await.map_err(|_| Gone)
+        self.tx.send(Ok(chunk)).await.map_err(|_| Gone)
+    }
+
+    /// Sends what is gathered, then aborts the response without its end.
+    async fn reset(&mut self) -> Result<(), Gone> {
+        self.flush().await?;
+        let abort = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "simulated reset");
+        self.tx.send(Err(abort)).await.map_err(|_| Gone)
     }
 
     /// Sends what is gathered, then waits, giving up early when nobody is listening any more.
@@ -197,6 +206,11 @@ async fn write_answer(out: &mut NdjsonWriter, steps: Vec<Step>) -> Result<(), Go
             }
             Step::Malformed => out.raw(MALFORMED_LINE).await?,
             Step::Cut => return out.flush().await,
+            Step::Reset => return out.reset().await,
+            Step::Huge => {
+                let token = "x".repeat(script::HUGE_FRAME_BYTES);
+                out.frame(&token_frame(&token, false, &response_id)).await?
+            }
         }
     }
     // The final message repeats the whole streamed text, as the upstream's does.

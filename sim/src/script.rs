@@ -10,6 +10,8 @@ use crate::faults::Faults;
 
 /// How long the `stall` fault stays silent: longer than any idle timeout a client would use.
 pub(crate) const STALL: Duration = Duration::from_secs(600);
+/// Size of the text in the `huge` fault's frame: above the 16 MiB a client should accept.
+pub(crate) const HUGE_FRAME_BYTES: usize = 17 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Step {
@@ -20,6 +22,10 @@ pub(crate) enum Step {
     Malformed,
     /// The stream ends here without its final frames.
     Cut,
+    /// The connection drops here, without an orderly end.
+    Reset,
+    /// One frame carrying [`HUGE_FRAME_BYTES`] of text.
+    Huge,
 }
 
 /// Builds the steps for an answer under the given faults. Unless the script ends in
@@ -31,7 +37,7 @@ pub(crate) fn build(answer: &SimAnswer, faults: Faults, config: &SimConfig) -> V
         (split_tokens(&answer.reasoning), split_tokens(&answer.text))
     };
     let text_len = text.len();
-    let cut = faults.cut && text_len > 0;
+    let cut = (faults.cut || faults.reset) && text_len > 0;
     if cut {
         text.truncate((text_len / 2).max(1));
     }
@@ -69,6 +75,9 @@ pub(crate) fn build(answer: &SimAnswer, faults: Faults, config: &SimConfig) -> V
         if faults.stall && sent == 1 {
             steps.push(Step::Pause(STALL));
         }
+        if faults.huge && sent == 1 {
+            steps.push(Step::Huge);
+        }
     }
     if malformed_at == Some(sent) {
         push_paced(&mut steps, Step::Malformed, sent == 0);
@@ -77,7 +86,7 @@ pub(crate) fn build(answer: &SimAnswer, faults: Faults, config: &SimConfig) -> V
         steps.push(Step::Pause(STALL));
     }
     if cut {
-        steps.push(Step::Cut);
+        steps.push(if faults.reset { Step::Reset } else { Step::Cut });
     } else if sent == 0 && config.ttft_ms > 0 {
         // An empty answer still takes its time to first byte before the end frames.
         steps.push(Step::Pause(Duration::from_millis(config.ttft_ms)));

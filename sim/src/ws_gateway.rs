@@ -67,6 +67,9 @@ pub(crate) async fn upgrade(
     if faults.rate_limited {
         return faults::rate_limited(state.config.rate_limit_window_secs);
     }
+    if faults.server_error {
+        return faults::server_error();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return rejection.into_response(),
@@ -161,6 +164,16 @@ impl Gateway {
                 Step::Cut => {
                     self.close(close_code::NORMAL, "").await;
                     return Err(Ended);
+                }
+                // Dropping the socket without a close frame is what a reset looks like.
+                Step::Reset => {
+                    self.flush().await?;
+                    return Err(Ended);
+                }
+                Step::Huge => {
+                    let token = "x".repeat(script::HUGE_FRAME_BYTES);
+                    self.feed(chunk(&token, "CHANNEL_ASSISTANT_RESPONSE"))
+                        .await?;
                 }
             }
         }

@@ -230,3 +230,134 @@ async fn admin_batches_refresh_enable_nsfw_and_clear_assets(shape: Shape) {
     assert_eq!(status, 404);
 }
 both_shapes!(admin_batches_refresh_enable_nsfw_and_clear_assets);
+
+/// A successful NSFW enable tags the account `nsfw` in the store (visible in the token
+/// list); `"skip_tagged": true` leaves tagged accounts out and says so in the summary, and
+/// answers at once when every account is tagged.
+async fn nsfw_enable_tags_accounts_and_skips_tagged_ones(shape: Shape) {
+    const T1: &str = "basic-nsfw-tag-1";
+    const T2: &str = "basic-nsfw-tag-2";
+    let c = Cluster::start(shape, "nsfw-tags").await;
+    c.set_tokens(&[T1, T2], &[]).await;
+    let (t1, t2) = (token_id(T1), token_id(T2));
+    let tags = |tokens: &[Value], id: &str| -> Vec<String> {
+        let t = tokens.iter().find(|t| t["id"] == id).expect("listed");
+        serde_json::from_value(t["tags"].clone()).unwrap()
+    };
+
+    let (status, body) = post(
+        &c,
+        0,
+        "/v1/admin/tokens/nsfw/enable",
+        json!({"tokens": [T1]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][&t1]["success"], true, "{body}");
+    let listed = c.tokens().await;
+    assert_eq!(tags(&listed, &t1), ["nsfw"]);
+    assert!(tags(&listed, &t2).is_empty());
+
+    let (status, body) = post(
+        &c,
+        0,
+        "/v1/admin/tokens/nsfw/enable/async",
+        json!({"skip_tagged": "yes"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["param"].as_str()),
+        (400, Some("skip_tagged"))
+    );
+
+    let (status, started) = post(
+        &c,
+        0,
+        "/v1/admin/tokens/nsfw/enable/async",
+        json!({"skip_tagged": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{started}");
+    assert_eq!(
+        (started["total"].as_u64(), started["skipped"].as_u64()),
+        (Some(1), Some(1)),
+        "{started}"
+    );
+    let events = follow(&c, 1, started["task_id"].as_str().unwrap()).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "done", "{events:?}");
+    assert_eq!(
+        last["result"]["summary"],
+        json!({"total": 1, "ok": 1, "fail": 0, "skipped": 1}),
+        "{last}"
+    );
+    assert!(last["result"]["results"].get(&t1).is_none(), "{last}");
+    assert_eq!(last["result"]["results"][&t2]["success"], true, "{last}");
+    // The skipped account got no second round of calls.
+    let sim = accounts(&c).await;
+    assert_eq!(sim[T1]["tos_grpc_calls"], 1, "{sim}");
+    assert_eq!(sim[T2]["nsfw_enabled"], true, "{sim}");
+    let listed = c.tokens().await;
+    assert_eq!(tags(&listed, &t2), ["nsfw"]);
+
+    let (status, body) = post(
+        &c,
+        1,
+        "/v1/admin/tokens/nsfw/enable/async",
+        json!({"skip_tagged": true}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"status": "success", "message": "All tokens already have NSFW enabled", "skipped": 2})
+    );
+}
+both_shapes!(nsfw_enable_tags_accounts_and_skips_tagged_ones);
+
+/// A batch started on one gateway is cancelled through the other, and both gateways serve
+/// its end to late subscribers (snapshot, then the final event), from state kept in the
+/// event bus rather than in either gateway.
+async fn batch_cancel_and_late_subscribe_through_another_gateway(shape: Shape) {
+    let c = Cluster::start(shape, "batch-cancel").await;
+    // Enough accounts that the batch is still running when the cancel arrives.
+    let tokens: Vec<String> = (0..200).map(|i| format!("basic-cancel-{i}")).collect();
+    c.post_tokens(json!({"ssoBasic": tokens})).await;
+    let (status, started) = post(&c, 0, "/v1/admin/tokens/nsfw/enable/async", json!({})).await;
+    assert_eq!(status, 200, "{started}");
+    let task = started["task_id"].as_str().unwrap().to_owned();
+    let (status, body) = post(&c, 1, &format!("/v1/admin/batch/{task}/cancel"), json!({})).await;
+    assert_eq!((status, body), (200, json!({"status": "success"})));
+
+    let events = follow(&c, 0, &task).await;
+    assert_eq!(events[0]["type"], "snapshot", "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "cancelled", "{last}");
+    assert_eq!(last["status"], "cancelled", "{last}");
+    let processed = last["processed"].as_u64().unwrap();
+    assert!(processed < 200, "{last}");
+    // Accounts not started were skipped: the simulator saw at most the processed ones.
+    let sim = accounts(&c).await;
+    let enabled = sim
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|a| a["nsfw_enabled"] == true)
+        .count() as u64;
+    assert!(enabled <= processed, "{enabled} > {processed}");
+
+    for gateway in [1, 0] {
+        let late = follow(&c, gateway, &task).await;
+        assert_eq!(late.len(), 2, "{late:?}");
+        assert_eq!(
+            (late[0]["type"].as_str(), late[1]["type"].as_str()),
+            (Some("snapshot"), Some("cancelled")),
+            "{late:?}"
+        );
+        assert_eq!(late[1]["processed"], processed, "{late:?}");
+    }
+    // Cancelling a finished batch is harmless.
+    let (status, _) = post(&c, 1, &format!("/v1/admin/batch/{task}/cancel"), json!({})).await;
+    assert_eq!(status, 200);
+}
+both_shapes!(batch_cancel_and_late_subscribe_through_another_gateway);

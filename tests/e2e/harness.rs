@@ -30,6 +30,9 @@ pub struct Options {
     pub role_env: Vec<(&'static str, String, String)>,
     /// Distributed shape: also run a `grok2api scheduler` process.
     pub scheduler: bool,
+    /// Distributed shape: `(from, to)` rewrites of `host:port` in the backend URLs the
+    /// processes get (the fault suite routes them through its proxies).
+    pub backend_rewrites: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -40,6 +43,7 @@ impl Default for Options {
             sim: sim::SimConfig::default(),
             role_env: vec![],
             scheduler: false,
+            backend_rewrites: vec![],
         }
     }
 }
@@ -186,6 +190,13 @@ impl Cluster {
             env.push(("GROK2API_BLOB__ACCESS_KEY".into(), s3_access_key()));
             env.push(("GROK2API_BLOB__SECRET_KEY".into(), s3_secret_key()));
             blob_bucket = Some(bucket);
+            for (key, value) in env.iter_mut() {
+                if key.starts_with("GROK2API_BACKEND__") || key == "GROK2API_BLOB__ENDPOINT" {
+                    for (from, to) in &options.backend_rewrites {
+                        *value = value.replace(from.as_str(), to.as_str());
+                    }
+                }
+            }
         }
         env.extend(options.extra_env.iter().cloned());
         let mut cluster = Cluster {
@@ -289,6 +300,31 @@ impl Cluster {
             .expect("a process of that name");
         let _ = self.processes[i].kill();
         let _ = self.processes[i].wait();
+    }
+
+    /// The OS process id of the named process (the latest of that name).
+    pub fn pid(&self, name: &str) -> u32 {
+        let i = self
+            .process_names
+            .iter()
+            .rposition(|n| n == name)
+            .expect("a process of that name");
+        self.processes[i].id()
+    }
+
+    /// The exit status of the named process, once it has exited.
+    pub fn exited(&mut self, name: &str) -> Option<std::process::ExitStatus> {
+        let i = self
+            .process_names
+            .iter()
+            .rposition(|n| n == name)
+            .expect("a process of that name");
+        self.processes[i].try_wait().ok().flatten()
+    }
+
+    /// The unique prefix of the cluster's queues and Redis keys.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The log output of one named process so far.
@@ -447,6 +483,140 @@ impl Cluster {
                     .await
                     .unwrap(),
             ),
+        }
+    }
+
+    /// Kills `grok2api serve` (embedded shape) without any shutdown and starts it again on
+    /// the same port and data directory, then waits until it is ready.
+    pub async fn restart_serve(&mut self) {
+        let at = self
+            .process_names
+            .iter()
+            .rposition(|n| n.starts_with("serve"))
+            .expect("an embedded cluster");
+        let mut old = self.processes.remove(at);
+        self.process_names.remove(at);
+        let _ = old.kill();
+        let _ = old.wait();
+        let base = self.gateways[0].clone();
+        let port: u16 = base.rsplit(':').next().unwrap().parse().unwrap();
+        let env = self.env.clone();
+        let restarts = self
+            .process_names
+            .iter()
+            .filter(|n| n.starts_with("serve"))
+            .count();
+        self.spawn(
+            &format!("serve-restart{restarts}"),
+            &["serve"],
+            &env,
+            Some(port),
+        );
+        self.gateways.pop();
+        self.wait_ready(&base).await;
+    }
+
+    /// Runs `grok2api <args>` to its end with the cluster's environment plus `extra_env`.
+    pub fn run_command(&self, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_grok2api"))
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .envs(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .expect("grok2api runs")
+    }
+
+    /// The URL of the cluster's store: its SQLite file, or its PostgreSQL database.
+    pub fn database_url(&self) -> String {
+        match &self.database {
+            Some(db) => with_database(&postgres_admin_url(), db),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("grok2api.db").display()
+            ),
+        }
+    }
+
+    /// The cluster's store, opened as its processes open it.
+    pub async fn store(&self) -> std::sync::Arc<dyn shared::store::Store> {
+        let cipher =
+            shared::crypto::TokenCipher::new(&shared::Secret::new(TOKEN_KEY), &[]).unwrap();
+        shared::store::connect(&self.database_url(), cipher)
+            .await
+            .unwrap()
+    }
+
+    /// Stops the named process gracefully (SIGTERM, then waits for it to exit) and starts
+    /// it again in the same role, on the same ports, with `changes` applied to the cluster's
+    /// environment (kept for later starts too); waits until it is ready. One process at a
+    /// time, this is a rolling restart.
+    pub async fn respawn_with(&mut self, name: &str, changes: &[(&str, &str)]) {
+        for (key, value) in changes {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push(((*key).to_owned(), (*value).to_owned()));
+        }
+        let at = self
+            .process_names
+            .iter()
+            .rposition(|n| n == name || n.starts_with(&format!("{name}-respawn")))
+            .expect("a process of that name");
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.processes[at].id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while matches!(self.processes[at].try_wait(), Ok(None)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.processes[at].kill();
+        let _ = self.processes[at].wait();
+        let role = name.split('-').next().unwrap_or(name).to_owned();
+        let respawns = std::fs::read_dir(&self.log_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let file = e.file_name().to_string_lossy().into_owned();
+                file.starts_with(&format!("{name}-respawn"))
+            })
+            .count();
+        let log_name = format!("{name}-respawn{respawns}");
+        let log = std::fs::File::create(self.log_dir.join(format!("{log_name}.log"))).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grok2api"));
+        cmd.arg(&role)
+            .envs(self.env.iter().cloned())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null());
+        let mut ready_at = None;
+        if matches!(role.as_str(), "serve" | "gateway") {
+            let i: usize = name
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let base = self.gateways[i].clone();
+            cmd.env("GROK2API_SERVER__PORT", base.rsplit(':').next().unwrap());
+            ready_at = Some(base);
+        } else if let Some((_, base)) = self.metrics.iter().find(|(n, _)| n == name) {
+            cmd.env(
+                "GROK2API_METRICS__LISTEN",
+                base.trim_start_matches("http://"),
+            );
+            ready_at = Some(base.clone());
+        }
+        for (r, key, value) in &self.role_env {
+            if *r == role {
+                cmd.env(key, value);
+            }
+        }
+        self.processes[at] = cmd.spawn().expect("grok2api starts");
+        self.process_names[at] = log_name;
+        if let Some(base) = ready_at {
+            self.wait_ready(&base).await;
         }
     }
 

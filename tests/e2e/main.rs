@@ -5,12 +5,23 @@
 
 mod admin;
 mod admin_batch;
+mod admin_cache;
+mod admin_config;
+mod admin_keys;
+mod admin_pages;
+mod admin_tokens_io;
+mod browser;
 mod chat;
 mod files;
 mod harness;
 mod images;
+mod media_inputs;
 mod metrics;
 mod openai_client;
+mod playground_pages;
 mod pool_lifecycle;
+mod public_api;
+mod storage_upkeep;
 mod tracing;
+mod video_durability;
 mod videos;

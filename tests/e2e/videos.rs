@@ -355,12 +355,13 @@ async fn videos_api(shape: Shape) {
 }
 both_shapes!(videos_api);
 
-/// The record is the truth: a gateway killed and restarted between create and poll still
-/// reports the job, which a worker finished meanwhile.
+/// The record is the truth: a gateway killed and restarted while the job runs still
+/// reports the job, which a worker finishes meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_job_survives_a_gateway_restart() {
     let mut opts = options(&[]);
-    opts.sim.frame_delay_ms = 150;
+    // Five progress frames 500 ms apart: the job is still running across the restart.
+    opts.sim.frame_delay_ms = 500;
     let mut cluster = Cluster::start_with(Shape::Distributed, "video-restart", opts).await;
     cluster.set_tokens(&["video-restart-basic"], &[]).await;
     let r = create(
@@ -375,6 +376,21 @@ async fn video_job_survives_a_gateway_restart() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Killed only once the worker has reported progress.
+    let start = Instant::now();
+    loop {
+        let v: Value = get(&cluster, 0, API_KEY, &format!("/v1/videos/{id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        if v["status"] == "in_progress" {
+            break;
+        }
+        assert_eq!(v["status"], "queued", "{v}");
+        assert!(start.elapsed() < Duration::from_secs(30), "{v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     cluster.restart_gateway(0).await;
     let done = wait_done(&cluster, 0, &id).await;
     assert_eq!(done["status"], "completed", "{done}");

@@ -81,7 +81,7 @@ async fn run_tries(
     }
     let mut exclude: Vec<String> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
-    for _ in 0..worker.config.retry.max_retry {
+    for _ in 0..worker.backends.live.get().retry.max_retry {
         let request = LeaseRequest {
             tiers: job.tier.eligible().to_vec(),
             exclude: exclude.clone(),
@@ -115,7 +115,15 @@ async fn run_tries(
                 continue;
             }
         };
-        let end = try_once(worker, envelope, job, &loaded, &token, publisher).await?;
+        let end = match try_once(worker, envelope, job, &loaded, &token, publisher).await {
+            Ok(end) => end,
+            Err(e) => {
+                // The job cannot report anything (the bus failed); give the account back
+                // now rather than when the lease expires.
+                worker.settle(&lease, Settlement::Released).await;
+                return Err(e);
+            }
+        };
         match end {
             TryEnd::Completed => {
                 worker
@@ -181,8 +189,8 @@ async fn try_once(
         top_p: job.top_p,
         reasoning_effort: job.reasoning_effort.clone(),
         file_ids,
-        temporary: worker.config.app.temporary,
-        disable_memory: worker.config.app.disable_memory,
+        temporary: worker.backends.live.get().app.temporary,
+        disable_memory: worker.backends.live.get().app.disable_memory,
     };
     let mut stream = match worker.upstream.chat(token, &request).await {
         Ok(s) => s,
@@ -213,11 +221,13 @@ async fn try_once(
                 Some(Ok(ChatChunk::Reasoning(t))) => {
                     if job.want_reasoning {
                         relay.send(coalescer.push(Channel::Reasoning, &t, Instant::now())).await?;
+                        coalescer.published(Instant::now());
                     }
                 }
                 Some(Ok(ChatChunk::Text(t))) => {
                     relay.text_seen |= !t.is_empty();
                     relay.send(coalescer.push(Channel::Text, &t, Instant::now())).await?;
+                    coalescer.published(Instant::now());
                 }
                 Some(Ok(ChatChunk::Citation { .. })) => {}
                 Some(Ok(ChatChunk::Done { response_id })) => {
@@ -249,6 +259,7 @@ async fn try_once(
             },
             _ = sleep_until_opt(flush_at) => {
                 relay.send(coalescer.take(Instant::now()).into_iter().collect()).await?;
+                coalescer.published(Instant::now());
             }
             _ = cancel_poll.tick() => {
                 if worker.backends.bus.is_cancelled(envelope.id).await.unwrap_or(false) {

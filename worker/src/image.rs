@@ -72,8 +72,8 @@ pub async fn run(
     let outcome = run_tries(worker, envelope, job, inputs, &mut publisher).await;
     match outcome {
         Ok(()) => {
-            // The inputs were only needed for this job.
-            for key in inputs {
+            // The inputs were only needed for this job (URLs were never stored).
+            for key in inputs.iter().filter(|k| !is_url(k)) {
                 let _ = worker.backends.blob.delete(key).await;
             }
             Disposition::Ack
@@ -85,11 +85,29 @@ pub async fn run(
     }
 }
 
+/// An edit input given as a URL (through chat) rather than a stored upload.
+fn is_url(input: &str) -> bool {
+    input.starts_with("http://") || input.starts_with("https://")
+}
+
 async fn load_inputs(worker: &Worker, keys: &[String]) -> Result<Vec<Input>, JobError> {
     // The upstream takes at most 8 references; the most recent ones are kept.
     let keys = &keys[keys.len().saturating_sub(MAX_EDIT_INPUTS)..];
     let mut inputs = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
+        if is_url(key) {
+            // Downloaded under the SSRF policy, without any account cookie.
+            let fetched = crate::attachments::load(key, &worker.fetcher).await?;
+            let kind = sniff_media_type(&fetched.bytes)
+                .filter(|t| t.mime.starts_with("image/"))
+                .ok_or_else(|| JobError::new(400, "invalid_image", "An input is not an image"))?;
+            inputs.push(Input {
+                name: format!("image-{i}.{}", kind.ext),
+                mime: kind.mime.to_owned(),
+                bytes: fetched.bytes,
+            });
+            continue;
+        }
         let (_, bytes) = worker
             .backends
             .blob
@@ -154,7 +172,7 @@ async fn run_tries(
     };
     let mut exclude: Vec<String> = Vec::new();
     let mut last_error: Option<UpstreamError> = None;
-    for _ in 0..worker.config.retry.max_retry {
+    for _ in 0..worker.backends.live.get().retry.max_retry {
         let request = LeaseRequest {
             tiers: job.tier.eligible().to_vec(),
             exclude: exclude.clone(),
@@ -196,6 +214,7 @@ async fn run_tries(
             }
             TryEnd::Cancelled => {
                 worker.settle(&lease, Settlement::Released).await;
+                tracing::info!(job_id = %envelope.id, "image job cancelled by its caller");
                 return Ok(());
             }
             TryEnd::StorageFailed => {
@@ -292,8 +311,8 @@ impl ImageRun<'_> {
                     prompt: self.job.prompt.clone(),
                     aspect_ratio: self.job.aspect_ratio.clone(),
                     n: wanted.min(MAX_IMAGES_PER_REQUEST),
-                    enable_pro: self.worker.config.image.enable_pro,
-                    enable_nsfw: self.worker.config.image.nsfw,
+                    enable_pro: self.worker.backends.live.get().image.enable_pro,
+                    enable_nsfw: self.worker.backends.live.get().image.nsfw,
                 };
                 upstream.imagine(token, &request).await
             };

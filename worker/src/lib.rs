@@ -11,6 +11,7 @@ pub mod maintenance;
 pub mod observe;
 pub mod publisher;
 pub mod video;
+pub mod voice;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,10 +45,6 @@ pub struct Worker {
     /// Feeds the queue age gauge.
     pub queue_ages: observe::QueueAges,
 }
-
-/// How long in-flight jobs may run after shutdown starts before the worker gives up on them
-/// (their deliveries then return to the queue).
-const DRAIN_GRACE: Duration = Duration::from_secs(25);
 
 impl Worker {
     pub fn new(config: Arc<Config>, backends: Backends) -> anyhow::Result<Arc<Self>> {
@@ -89,15 +86,24 @@ impl Worker {
                 .sample(self.backends.clone(), shutdown.clone()),
         ));
         tracing::info!("worker consuming");
-        for l in loops {
-            let _ = l.await;
-        }
-        tracker.close();
-        if tokio::time::timeout(DRAIN_GRACE, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("drain grace period over with jobs still running");
+        let drained = async {
+            for l in loops {
+                let _ = l.await;
+            }
+            tracker.close();
+            tracker.wait().await;
+        };
+        // In-flight jobs get `server.shutdown_grace_secs` from the start of the drain; past
+        // it the worker stops anyway, and the broker hands their deliveries to another
+        // worker when this process's connection closes.
+        let grace = Duration::from_secs(self.config.server.shutdown_grace_secs);
+        let grace_over = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            _ = drained => {}
+            _ = grace_over => tracing::warn!("drain grace period over with jobs still running"),
         }
         tracing::info!("worker stopped");
     }
@@ -147,9 +153,10 @@ impl Worker {
                 }
             }
             if shutdown.is_cancelled() {
-                // Keep the consumer open until in-flight jobs settle their deliveries.
+                // Keep the consumer open until in-flight jobs settle their deliveries (`run`
+                // bounds the wait by the grace period).
                 tracker.close();
-                let _ = tokio::time::timeout(DRAIN_GRACE, tracker.wait()).await;
+                tracker.wait().await;
                 drop(deliveries);
             }
         }
@@ -209,6 +216,7 @@ impl Worker {
                 }
                 JobPayload::Video(video) => video::run(self, job, video, attempt).await,
                 JobPayload::Account(account) => maintenance::run(self, job, account, attempt).await,
+                JobPayload::Voice(voice) => voice::run(self, job, voice, attempt).await,
                 JobPayload::Poison { .. } => {
                     tracing::warn!("poison job refused");
                     Disposition::Retry

@@ -60,6 +60,7 @@ async fn run_batch(
         processed: 0,
         ok: 0,
         fail: 0,
+        skipped: job.skipped,
         result: None,
         error: None,
     };
@@ -67,8 +68,15 @@ async fn run_batch(
         Ok(c) => c,
         Err(e) => return fail(publisher, progress, e.message).await,
     };
+    let mut tags: HashMap<String, Vec<String>> = HashMap::new();
     let tokens: HashMap<String, Secret> = match worker.backends.store.list_tokens().await {
-        Ok(records) => records.into_iter().map(|r| (r.id, r.token)).collect(),
+        Ok(records) => records
+            .into_iter()
+            .map(|r| {
+                tags.insert(r.id.clone(), r.tags);
+                (r.id, r.token)
+            })
+            .collect(),
         Err(e) => {
             tracing::error!(error = %e, "store unavailable for an account batch");
             return fail(publisher, progress, "The store is unavailable".into()).await;
@@ -83,6 +91,7 @@ async fn run_batch(
     let mut outcomes = futures::stream::iter(job.token_ids.iter().cloned())
         .map(|id| {
             let token = tokens.get(&id).cloned();
+            let tags = tags.get(&id).cloned().unwrap_or_default();
             let (client, cancelled) = (&client, cancelled.clone());
             async move {
                 if cancelled.load(Ordering::Relaxed)
@@ -100,6 +109,9 @@ async fn run_batch(
                     Some(token) => one_account(worker, client, job.op, &id, &token).await,
                     None => (false, json!({"success": false, "error": "unknown token"})),
                 };
+                if outcome.0 && job.op == AccountOp::EnableNsfw {
+                    tag_nsfw(worker, &id, tags).await;
+                }
                 (id, Some(outcome))
             }
         })
@@ -198,6 +210,19 @@ async fn one_account(
                 (false, json!({"status": "error", "error": e.message}))
             }
         },
+    }
+}
+
+/// Marks an account whose NSFW switch is on, so later batches can skip it
+/// (`skip_tagged`).
+async fn tag_nsfw(worker: &Worker, id: &str, mut tags: Vec<String>) {
+    const NSFW_TAG: &str = "nsfw";
+    if tags.iter().any(|t| t == NSFW_TAG) {
+        return;
+    }
+    tags.push(NSFW_TAG.to_owned());
+    if let Err(e) = worker.backends.store.set_token_tags(id, &tags).await {
+        tracing::warn!(token_id = %crate::chat::short(id), error = %e, "could not tag an account nsfw");
     }
 }
 

@@ -105,6 +105,15 @@ impl Coalescer {
         }
     }
 
+    /// Restarts the window once a publish has completed. Under load publishes slow down;
+    /// counting the window from their end merges the pieces that arrived meanwhile into the
+    /// next publish, so a busy bus gets fewer, larger writes instead of a backlog of small ones.
+    pub fn published(&mut self, now: Instant) {
+        if self.last_flush.is_some() {
+            self.last_flush = Some(now);
+        }
+    }
+
     pub fn take(&mut self, now: Instant) -> Option<(Channel, String)> {
         if self.buffer.is_empty() {
             return None;
@@ -140,6 +149,25 @@ mod tests {
             Some((Channel::Text, "bc".to_owned()))
         );
         assert_eq!(c.due(), None);
+    }
+
+    #[test]
+    fn the_window_restarts_when_a_slow_publish_completes() {
+        let mut c = Coalescer::new(Duration::from_millis(20), 1024);
+        let t0 = Instant::now();
+        assert_eq!(c.push(Channel::Text, "a", t0).len(), 1);
+        // The publish of "a" took 50 ms; pieces read right after it are merged, not sent
+        // one by one.
+        c.published(t0 + Duration::from_millis(50));
+        assert!(
+            c.push(Channel::Text, "b", t0 + Duration::from_millis(51))
+                .is_empty()
+        );
+        assert!(
+            c.push(Channel::Text, "c", t0 + Duration::from_millis(52))
+                .is_empty()
+        );
+        assert_eq!(c.due(), Some(t0 + Duration::from_millis(70)));
     }
 
     #[test]

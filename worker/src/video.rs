@@ -217,7 +217,7 @@ impl VideoRun<'_> {
         };
         let mut exclude: Vec<String> = Vec::new();
         let mut last_error: Option<UpstreamError> = None;
-        for _ in 0..self.worker.config.retry.max_retry {
+        for _ in 0..self.worker.backends.live.get().retry.max_retry {
             let request = LeaseRequest {
                 tiers: tiers_for(self.job),
                 exclude: exclude.clone(),
@@ -537,7 +537,8 @@ impl VideoRun<'_> {
 
     async fn announce(&mut self, video: &StoredVideo) -> Result<(), shared::bus::BusError> {
         if !self.is_record() {
-            let app = &self.worker.config.app;
+            let live = self.worker.backends.live.get();
+            let app = &live.app;
             let url = shared::blob::media_url(&app.app_url, MediaKind::Video, &video.name);
             let poster = video
                 .thumbnail_name

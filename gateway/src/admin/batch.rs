@@ -45,12 +45,25 @@ pub async fn start(
     token_ids: Vec<String>,
     wait: bool,
 ) -> Result<Started, ApiError> {
+    start_skipping(state, op, token_ids, wait, 0).await
+}
+
+/// [`start`], for a batch that leaves `skipped` accounts out on purpose (its summary says
+/// so).
+pub async fn start_skipping(
+    state: &AppState,
+    op: AccountOp,
+    token_ids: Vec<String>,
+    wait: bool,
+    skipped: u64,
+) -> Result<Started, ApiError> {
     let total = token_ids.len();
     let job = JobEnvelope::new(
         JobPayload::Account(AccountJob {
             op,
             token_ids,
             origin: "admin".into(),
+            skipped,
         }),
         now_ms() + BATCH_DEADLINE.as_millis() as i64,
     );
@@ -71,6 +84,7 @@ pub async fn start(
             processed: 0,
             ok: 0,
             fail: 0,
+            skipped,
             result: None,
             error: None,
         }),
@@ -174,9 +188,16 @@ fn payload(id: Uuid, p: &BatchProgress, snapshot: bool) -> Value {
     };
     let mut v = json!({"type": kind, "task_id": id, "op": p.op, "status": status, "total": p.total,
         "processed": p.processed, "ok": p.ok, "fail": p.fail, "warning": Value::Null});
+    if p.skipped > 0 {
+        v["skipped"] = json!(p.skipped);
+    }
     if !snapshot {
         if let Some(result) = &p.result {
-            v["result"] = json!({"summary": {"total": p.total, "ok": p.ok, "fail": p.fail}, "results": result});
+            let mut summary = json!({"total": p.total, "ok": p.ok, "fail": p.fail});
+            if p.skipped > 0 {
+                summary["skipped"] = json!(p.skipped);
+            }
+            v["result"] = json!({"summary": summary, "results": result});
         }
         if let Some(error) = &p.error {
             v["error"] = json!(error);

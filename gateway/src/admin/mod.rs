@@ -1,7 +1,11 @@
 //! The admin API under `/v1/admin`, behind the admin key.
 
 pub mod batch;
+pub mod cache;
+pub mod config;
+pub mod keys;
 pub mod ops;
+pub mod token_tools;
 pub mod tokens;
 
 use axum::Json;

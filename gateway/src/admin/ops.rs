@@ -22,7 +22,7 @@ const MAX_ACCOUNTS: usize = 100_000;
 
 /// The accounts a body names (`token`, `tokens`); all stored accounts when it names none
 /// and `all_when_empty` holds.
-async fn accounts(
+pub(crate) async fn accounts(
     state: &AppState,
     body: &Value,
     all_when_empty: bool,
@@ -102,7 +102,7 @@ async fn accounts(
     Ok(ids.into_iter().collect())
 }
 
-async fn run_sync(
+pub(crate) async fn run_sync(
     state: &AppState,
     op: AccountOp,
     ids: Vec<String>,
@@ -152,25 +152,91 @@ pub async fn refresh_async(
     run_async(&state, AccountOp::Refresh, ids).await
 }
 
+/// The tag a successful NSFW enable gives an account.
+pub const NSFW_TAG: &str = "nsfw";
+
+/// With `"skip_tagged": true`, leaves out the accounts already tagged [`NSFW_TAG`];
+/// returns the accounts left and how many were skipped.
+async fn skip_tagged(
+    state: &AppState,
+    body: &Value,
+    ids: Vec<String>,
+) -> Result<(Vec<String>, u64), ApiError> {
+    match body.get("skip_tagged") {
+        None | Some(Value::Null) | Some(Value::Bool(false)) => return Ok((ids, 0)),
+        Some(Value::Bool(true)) => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "skip_tagged",
+                "invalid_value",
+                "skip_tagged must be a boolean",
+            ));
+        }
+    }
+    let tagged: HashSet<String> = state
+        .backends
+        .store
+        .list_tokens()
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "store error");
+            ApiError::unavailable("The store is unavailable, try again shortly", 2)
+        })?
+        .into_iter()
+        .filter(|r| r.tags.iter().any(|t| t == NSFW_TAG))
+        .map(|r| r.id)
+        .collect();
+    let before = ids.len();
+    let left: Vec<String> = ids.into_iter().filter(|id| !tagged.contains(id)).collect();
+    let skipped = (before - left.len()) as u64;
+    Ok((left, skipped))
+}
+
+/// The answer when `skip_tagged` left nothing to do.
+fn all_tagged(skipped: u64) -> Json<Value> {
+    Json(json!({
+        "status": "success",
+        "message": "All tokens already have NSFW enabled",
+        "skipped": skipped,
+    }))
+}
+
 /// `POST /v1/admin/tokens/nsfw/enable`: every account when the body names none.
 pub async fn nsfw_enable(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let ids = accounts(&state, &body, true).await?;
-    let (summary, results) = run_sync(&state, AccountOp::EnableNsfw, ids).await?;
+    let (ids, skipped) = skip_tagged(&state, &body, ids).await?;
+    if ids.is_empty() && skipped > 0 {
+        return Ok(all_tagged(skipped));
+    }
+    let (mut summary, results) = run_sync(&state, AccountOp::EnableNsfw, ids).await?;
+    if skipped > 0 {
+        summary["skipped"] = json!(skipped);
+    }
     Ok(Json(
         json!({"status": "success", "summary": summary, "results": results}),
     ))
 }
 
-/// `POST /v1/admin/tokens/nsfw/enable/async`.
+/// `POST /v1/admin/tokens/nsfw/enable/async`; `"skip_tagged": true` leaves out the accounts
+/// already tagged `nsfw`.
 pub async fn nsfw_enable_async(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let ids = accounts(&state, &body, true).await?;
-    run_async(&state, AccountOp::EnableNsfw, ids).await
+    let (ids, skipped) = skip_tagged(&state, &body, ids).await?;
+    if ids.is_empty() && skipped > 0 {
+        return Ok(all_tagged(skipped));
+    }
+    let started = batch::start_skipping(&state, AccountOp::EnableNsfw, ids, false, skipped).await?;
+    let mut answer = batch::accepted(&started);
+    if skipped > 0 {
+        answer.0["skipped"] = json!(skipped);
+    }
+    Ok(answer)
 }
 
 /// `POST /v1/admin/cache/online/clear`: deletes every online asset of the named accounts

@@ -21,9 +21,14 @@ use crate::extract::JsonBody;
 use crate::state::AppState;
 
 const MAX_NOTE_CHARS: usize = 200;
-const MAX_TOKENS: usize = 100_000;
+pub(crate) const MAX_TOKENS: usize = 100_000;
 
-pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// `GET /v1/admin/tokens[?pool=&status=&tag=&type=]`; filters combine (all must match).
+pub async fn list(
+    State(state): State<AppState>,
+    axum::extract::Query(filter): axum::extract::Query<super::token_tools::Filter>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = filter.check()?;
     let records = state
         .backends
         .store
@@ -43,13 +48,16 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Value>, ApiError
     }
     for r in records {
         let view = view(&r, live.get(&r.id));
+        if !filter.matches(&r, &view) {
+            continue;
+        }
         pools.entry(r.pool.clone()).or_default().push(view);
     }
     Ok(Json(json!(pools)))
 }
 
 /// One token as the admin API shows it: masked, with live pool state where known.
-fn view(r: &TokenRecord, live: Option<&TokenState>) -> Value {
+pub(crate) fn view(r: &TokenRecord, live: Option<&TokenState>) -> Value {
     let (status, quota, use_count, fail_count, last_used) = match live {
         Some(t) => (
             t.status,
@@ -106,7 +114,8 @@ pub async fn replace(
         .into_iter()
         .map(|r| (r.id.clone(), r))
         .collect();
-    let defaults = &state.config.token;
+    let live = state.backends.live.get();
+    let defaults = &live.token;
     let mut next: BTreeMap<String, TokenRecord> = BTreeMap::new();
     for (pool, entries) in pools {
         if pool.is_empty() || pool.len() > 64 {
@@ -156,7 +165,7 @@ pub async fn replace(
 }
 
 /// Pushes the stored token set into the live pool.
-async fn sync_pool(state: &AppState) -> Result<(), ApiError> {
+pub(crate) async fn sync_pool(state: &AppState) -> Result<(), ApiError> {
     scheduler::sync_pool_from_store(&state.backends).await.map(|_| ()).map_err(|e| {
         tracing::error!(error = %e, "token pool sync failed");
         ApiError::unavailable("Tokens were saved but the live pool could not be updated; it catches up on its own", 5)
@@ -165,7 +174,7 @@ async fn sync_pool(state: &AppState) -> Result<(), ApiError> {
 
 /// Builds the record for one posted entry: a token string, or an object with `token` or
 /// `id` plus optional fields.
-fn entry_record(
+pub(crate) fn entry_record(
     entry: &Value,
     pool: &str,
     default_quota: i64,
@@ -286,7 +295,7 @@ fn normalize(raw: &str) -> String {
     t.strip_prefix("sso=").unwrap_or(t).trim().to_owned()
 }
 
-fn store_error(e: shared::store::StoreError) -> ApiError {
+pub(crate) fn store_error(e: shared::store::StoreError) -> ApiError {
     tracing::error!(error = %e, "store error");
     ApiError::unavailable("The store is unavailable, try again shortly", 2)
 }

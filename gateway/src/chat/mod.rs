@@ -1,13 +1,14 @@
 //! `POST /v1/chat/completions`: validate, publish a chat job, and answer from its events,
 //! as one JSON completion or as an SSE stream of chunks.
 
+pub mod resume;
 pub mod validate;
 pub mod wire;
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
@@ -34,10 +35,17 @@ const STREAM_BUFFER: usize = 64;
 
 pub async fn completions(
     State(state): State<AppState>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let started = std::time::Instant::now();
     let input = validate::validate(&body)?;
+    // A streamed request with `Last-Event-ID` continues its earlier job (see resume.rs).
+    let resume_point = if input.stream {
+        resume::requested(&headers)?
+    } else {
+        None
+    };
     if matches!(
         input.model.kind,
         shared::models::ModelKind::Image | shared::models::ModelKind::ImageEdit
@@ -46,18 +54,27 @@ pub async fn completions(
         return crate::images::chat::completions(&state, &body, input.model).await;
     }
     let want_reasoning = match &input.reasoning_effort {
-        None => state.config.app.thinking,
+        None => state.backends.live.get().app.thinking,
         Some(effort) => effort != "none",
     };
     let (payload, timeout) = if input.model.kind == shared::models::ModelKind::Video {
         crate::videos::chat::payload(&state, &body, &input, want_reasoning)?
     } else {
-        let timeout = Duration::from_secs(state.config.chat.timeout_secs);
+        let timeout = Duration::from_secs(state.backends.live.get().chat.timeout_secs);
         (JobPayload::Chat(chat_job(&input, want_reasoning)), timeout)
     };
-    let job = JobEnvelope::new(payload, now_ms() + timeout.as_millis() as i64);
-    let mut feed = submit(&state, &job, timeout).await?;
-    let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job.id);
+    let (mut feed, resume_after) = match resume_point {
+        Some(point) => (
+            resume::feed(&state, point, timeout).await?,
+            Some(point.after),
+        ),
+        None => {
+            let job = JobEnvelope::new(payload, now_ms() + timeout.as_millis() as i64);
+            (submit(&state, &job, timeout).await?, None)
+        }
+    };
+    let job_id = feed.job_id();
+    let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job_id);
     let first_token = FirstToken::new(input.model.id, started);
 
     // Wait for the first event before answering, so a job that fails at once (no token,
@@ -72,25 +89,30 @@ pub async fn completions(
         return Err(ApiError::from(e));
     }
     let writer = ChunkWriter::new(
-        format!("chatcmpl-{}", job.id.simple()),
+        format!("chatcmpl-{}", job_id.simple()),
         now_secs(),
         input.model.id,
-        state.config.app.reasoning_format,
+        state.backends.live.get().app.reasoning_format,
         want_reasoning,
     );
     let mut response = if input.stream {
-        stream_response(state, feed, first, writer, guard, first_token)
+        let start = StreamStart {
+            first,
+            resume_after,
+        };
+        stream_response(state, feed, start, writer, guard, first_token)
     } else {
         let meta = CompletionMeta {
-            id: format!("chatcmpl-{}", job.id.simple()),
+            id: format!("chatcmpl-{}", job_id.simple()),
             created: now_secs(),
             model: input.model.id.to_owned(),
             reasoning_field: want_reasoning
-                && state.config.app.reasoning_format == ReasoningFormat::ReasoningContent,
+                && state.backends.live.get().app.reasoning_format
+                    == ReasoningFormat::ReasoningContent,
         };
         collect_response(feed, first, &meta, guard, first_token).await?
     };
-    if let Ok(v) = HeaderValue::from_str(&job.id.to_string()) {
+    if let Ok(v) = HeaderValue::from_str(&job_id.to_string()) {
         response.headers_mut().insert("x-job-id", v);
     }
     Ok(response)
@@ -180,24 +202,46 @@ async fn collect_response(
     Err(ApiError::internal())
 }
 
+/// Where a stream begins: its first event and, for a resumed stream, the last event the
+/// caller already has (`(attempt, seq)`; nothing up to it is sent again).
+struct StreamStart {
+    first: JobEvent,
+    resume_after: Option<(u32, u64)>,
+}
+
 /// Streams chunks from a task that follows the feed; the channel between them is bounded,
 /// and when the client disconnects the task ends and the job is cancelled.
 fn stream_response(
     state: AppState,
     feed: EventFeed,
-    first: JobEvent,
+    start: StreamStart,
     writer: ChunkWriter,
     guard: CancelOnDrop,
     first_token: FirstToken,
 ) -> Response {
     let (tx, rx) = mpsc::channel::<Event>(STREAM_BUFFER);
     // In the request's span, so the pump's log lines carry its request id.
-    let pump = pump(state, feed, first, writer, guard, first_token, tx);
+    let pump = pump(state, feed, start, writer, guard, first_token, tx);
     tokio::spawn(pump.in_current_span());
     let stream = ReceiverStream::new(rx).map(Ok::<_, std::convert::Infallible>);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// A sender whose every send gives up after `patience`.
+struct PatientSender {
+    tx: mpsc::Sender<Event>,
+    patience: Duration,
+}
+
+impl PatientSender {
+    async fn send(&self, event: Event) -> Result<(), ()> {
+        self.tx
+            .send_timeout(event, self.patience)
+            .await
+            .map_err(|_| ())
+    }
 }
 
 fn data(value: &Value) -> Event {
@@ -207,7 +251,7 @@ fn data(value: &Value) -> Event {
 async fn pump(
     state: AppState,
     feed: EventFeed,
-    first: JobEvent,
+    start: StreamStart,
     mut writer: ChunkWriter,
     mut guard: CancelOnDrop,
     mut first_token: FirstToken,
@@ -218,7 +262,7 @@ async fn pump(
     pump_events(
         state,
         feed,
-        first,
+        start,
         &mut writer,
         &mut guard,
         &mut first_token,
@@ -231,21 +275,38 @@ async fn pump(
 async fn pump_events(
     state: AppState,
     mut feed: EventFeed,
-    first: JobEvent,
+    start: StreamStart,
     writer: &mut ChunkWriter,
     guard: &mut CancelOnDrop,
     first_token: &mut FirstToken,
     tx: mpsc::Sender<Event>,
 ) {
-    let attempt = first.attempt;
+    let StreamStart {
+        first,
+        resume_after,
+    } = start;
+    // The attempt whose events the caller is getting; a redelivered job may take over only
+    // while no text has gone out.
+    let mut attempt = first.attempt;
     let mut text_sent = false;
-    if tx.send(data(&writer.role())).await.is_err() {
+    // A client that stops reading fills the bounded channel; past this wait it is cut off
+    // and its job cancelled, rather than holding the job and its account open forever.
+    let patience = Duration::from_secs(state.config.server.slow_client_timeout_secs);
+    let tx = PatientSender { tx, patience };
+    // A resumed stream already has the opening chunk and every event up to its cursor.
+    if resume_after.is_none() && tx.send(data(&writer.role())).await.is_err() {
         return;
     }
     let mut next = Some(Ok(first));
     while let Some(item) = next {
         let mut out: Vec<Value> = Vec::new();
         let mut end: Option<JobError> = None;
+        let mut event_id = None;
+        let mut replayed = false;
+        if let Ok(ev) = &item {
+            event_id = Some(resume::event_id(ev.job_id, ev.attempt, ev.seq));
+            replayed = resume_after.is_some_and(|after| (ev.attempt, ev.seq) <= after);
+        }
         match item {
             Err(FeedError::Timeout) => {
                 end = Some(JobError::new(504, "timeout", "The request timed out"))
@@ -260,31 +321,46 @@ async fn pump_events(
                     "The answer was interrupted; please retry",
                 ));
             }
-            Ok(ev) => match ev.body {
-                EventBody::Delta { text } => {
-                    first_token.content();
-                    text_sent = true;
-                    out.extend(writer.text(&text));
+            Ok(ev) => {
+                attempt = ev.attempt;
+                match ev.body {
+                    EventBody::Delta { text } => {
+                        first_token.content();
+                        text_sent = true;
+                        out.extend(writer.text(&text));
+                    }
+                    EventBody::Reasoning { text } => {
+                        first_token.content();
+                        text_sent = true;
+                        out.extend(writer.reasoning(&text));
+                    }
+                    EventBody::Done { finish_reason, .. } => {
+                        guard.disarm();
+                        out.extend(writer.finish(&finish_reason));
+                    }
+                    EventBody::Error(e) => end = Some(e),
+                    EventBody::Started { .. }
+                    | EventBody::Progress { .. }
+                    | EventBody::Usage { .. }
+                    | EventBody::Media(_)
+                    | EventBody::Batch(_) => {}
                 }
-                EventBody::Reasoning { text } => {
-                    first_token.content();
-                    text_sent = true;
-                    out.extend(writer.reasoning(&text));
-                }
-                EventBody::Done { finish_reason, .. } => {
-                    guard.disarm();
-                    out.extend(writer.finish(&finish_reason));
-                }
-                EventBody::Error(e) => end = Some(e),
-                EventBody::Started { .. }
-                | EventBody::Progress { .. }
-                | EventBody::Usage { .. }
-                | EventBody::Media(_)
-                | EventBody::Batch(_) => {}
-            },
+            }
         }
-        for chunk in &out {
-            if tx.send(data(chunk)).await.is_err() {
+        if replayed {
+            out.clear();
+        }
+        let last = out.len().saturating_sub(1);
+        for (i, chunk) in out.iter().enumerate() {
+            let mut event = data(chunk);
+            // The id marks the whole job event as received, so it goes on its last chunk.
+            if i == last
+                && let Some(id) = &event_id
+            {
+                event = event.id(id.clone());
+            }
+            if tx.send(event).await.is_err() {
+                tracing::debug!(job_id = %feed.job_id(), "client not reading; stream cut off");
                 return;
             }
         }

@@ -3,8 +3,9 @@
 //! `image_config` (`n`, `size`, `response_format`), and the answer has the Images API's
 //! shape (a JSON document, or the image SSE events when `stream` is true).
 //!
-//! `grok-imagine-1.0-edit` needs a user `image_url`; the last one is edited. It must be a
-//! `data:` URI here (the caller's bytes are stored like an `/v1/images/edits` upload).
+//! `grok-imagine-1.0-edit` needs a user `image_url`; the last one is edited. A `data:` URI
+//! is stored like an `/v1/images/edits` upload; an http(s) URL passes the checks that need
+//! no lookup here and is downloaded by the worker under the SSRF policy (`shared::fetch`).
 
 use axum::response::Response;
 use base64::Engine;
@@ -38,7 +39,7 @@ pub async fn completions(
         parse_size(field("size")).map_err(|e| e.with_param("image_config.size"))?;
     let format = parse_format(
         field("response_format"),
-        &state.config.image.response_format,
+        &state.backends.live.get().image.response_format,
     )
     .map_err(|e| e.with_param("image_config.response_format"))?;
     let stream = parse_stream(body.get("stream"), n)?;
@@ -103,7 +104,8 @@ fn last_image(messages: &[Value]) -> Option<(String, &str)> {
     })
 }
 
-/// Decodes the last user image and stores it as an edit input; returns its blob key.
+/// Decodes the last user image and stores it as an edit input; returns its blob key, or
+/// the checked URL the worker downloads.
 async fn store_last_image(state: &AppState, messages: &[Value]) -> Result<String, ApiError> {
     let (param, url) = last_image(messages).ok_or_else(|| {
         ApiError::invalid(
@@ -112,6 +114,12 @@ async fn store_last_image(state: &AppState, messages: &[Value]) -> Result<String
             "grok-imagine-1.0-edit needs an image_url in a user message",
         )
     })?;
+    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("http" | "https")) {
+        return shared::fetch::precheck_url(url)
+            .map(|checked| checked.to_string())
+            .map_err(|e| ApiError::invalid(&param, e.code(), e.to_string()));
+    }
     let payload = url
         .strip_prefix("data:")
         .and_then(|rest| rest.split_once(";base64,"))
@@ -120,7 +128,7 @@ async fn store_last_image(state: &AppState, messages: &[Value]) -> Result<String
             ApiError::invalid(
                 &param,
                 "unsupported_media_url",
-                "Send the image to edit as a data: URI (data:image/png;base64,...)",
+                "Send the image to edit as an http(s) URL or a data: URI (data:image/png;base64,...)",
             )
         })?;
     if payload.len() / 4 * 3 > MAX_IMAGE_BYTES {

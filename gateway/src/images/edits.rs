@@ -50,7 +50,8 @@ pub async fn create(State(state): State<AppState>, request: Request) -> Result<R
         })?;
     let mut form = Form::default();
     let read = form.read(&state, multipart).await;
-    let validated = read.and_then(|()| form.options(&state.config.image.response_format));
+    let validated =
+        read.and_then(|()| form.options(&state.backends.live.get().image.response_format));
     let options = match validated {
         Ok(options) => options,
         Err(e) => {

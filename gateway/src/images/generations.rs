@@ -20,7 +20,7 @@ pub async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let options = validate(&body, &state.config.image.response_format)?;
+    let options = validate(&body, &state.backends.live.get().image.response_format)?;
     let model = models::find(MODEL).ok_or_else(ApiError::internal)?;
     run(&state, job_payload(model, &options, vec![]), options).await
 }

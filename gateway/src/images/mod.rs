@@ -211,7 +211,7 @@ pub async fn run(
     payload: JobPayload,
     options: ImageOptions,
 ) -> Result<Response, ApiError> {
-    let timeout = Duration::from_secs(state.config.image.timeout_secs);
+    let timeout = Duration::from_secs(state.backends.live.get().image.timeout_secs);
     let job = JobEnvelope::new(payload, now_ms() + timeout.as_millis() as i64);
     let mut feed = submit(state, &job, timeout).await?;
     let mut guard = CancelOnDrop::new(state.backends.bus.clone(), job.id);
@@ -246,7 +246,8 @@ async fn entry(
         ResponseFormat::Url => {
             // Keys are `images/<name>`; the files route serves `<name>`.
             let name = key.rsplit('/').next().unwrap_or(key);
-            Ok(json!({"url": media_url(&state.config.app.app_url, MediaKind::Image, name)}))
+            let app_url = state.backends.live.get().app.app_url.clone();
+            Ok(json!({"url": media_url(&app_url, MediaKind::Image, name)}))
         }
         ResponseFormat::B64Json => {
             let (_, bytes) = state

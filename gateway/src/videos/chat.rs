@@ -56,7 +56,7 @@ pub fn payload(
             progress_lines: input.stream && want_reasoning,
         },
     };
-    let timeout = Duration::from_secs(state.config.video.timeout_secs);
+    let timeout = Duration::from_secs(state.backends.live.get().video.timeout_secs);
     Ok((JobPayload::Video(job), timeout))
 }
 

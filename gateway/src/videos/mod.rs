@@ -12,9 +12,11 @@
 //! API key that created it: another key gets 404, as for an id that does not exist.
 
 pub mod chat;
+pub mod form;
 pub mod input;
+pub mod recover;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -38,12 +40,18 @@ const EXPIRY_GRACE_MS: i64 = 30_000;
 /// The default size of `POST /v1/videos`.
 const API_DEFAULT_SIZE: &str = "1280x720";
 
-/// `POST /v1/videos`
+/// `POST /v1/videos`: a JSON body, or a multipart form (OpenAI's shape, with an optional
+/// `input_reference` image file).
 pub async fn create(
     State(state): State<AppState>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    let body = if form::is_multipart(&request) {
+        form::read(&state, request).await?
+    } else {
+        JsonBody::from_request(request, &state).await?.0
+    };
     let obj = body.as_object().ok_or_else(|| {
         ApiError::invalid("body", "invalid_body", "Request body must be a JSON object")
     })?;
@@ -58,16 +66,27 @@ pub async fn create(
 
     let id = Uuid::new_v4();
     let now = now_ms();
-    let timeout_ms = (state.config.video.timeout_secs as i64).saturating_mul(1000);
+    let timeout_ms = (state.backends.live.get().video.timeout_secs as i64).saturating_mul(1000);
     let deadline = now + timeout_ms;
+    let job = JobPayload::Video(VideoJob {
+        model: model.id.to_owned(),
+        cost: model.cost,
+        prompt: prompt.clone(),
+        aspect_ratio: params.aspect_ratio,
+        seconds: params.seconds,
+        resolution: params.resolution.clone(),
+        mode: params.mode,
+        image,
+        delivery: VideoDelivery::Record,
+    });
     let record = VideoJobRecord {
         id: id.to_string(),
         api_key_sha256: caller_digest(&headers),
         model: model.id.to_owned(),
-        prompt: prompt.clone(),
+        prompt,
         seconds: i64::from(params.seconds),
         size: params.size.clone(),
-        resolution: params.resolution.clone(),
+        resolution: params.resolution,
         status: VideoJobStatus::Queued,
         progress: 0,
         error: None,
@@ -78,6 +97,8 @@ pub async fn create(
         updated_at_ms: now,
         completed_at_ms: None,
         expires_at_ms: deadline,
+        // Kept so the job can be queued again if an in-process queue loses it.
+        job: serde_json::to_string(&job).ok(),
     };
     state
         .backends
@@ -88,18 +109,7 @@ pub async fn create(
             tracing::error!(error = %e, "could not record a video job");
             ApiError::unavailable("The store is unavailable, try again shortly", 2)
         })?;
-    let job = VideoJob {
-        model: model.id.to_owned(),
-        cost: model.cost,
-        prompt,
-        aspect_ratio: params.aspect_ratio,
-        seconds: params.seconds,
-        resolution: params.resolution,
-        mode: params.mode,
-        image,
-        delivery: VideoDelivery::Record,
-    };
-    let mut envelope = JobEnvelope::new(JobPayload::Video(job), deadline);
+    let mut envelope = JobEnvelope::new(job, deadline);
     // The job and its record share the id, so the worker finds the record.
     envelope.id = id;
     if let Err(e) = state.backends.queue.publish(&envelope).await {
@@ -302,6 +312,7 @@ mod tests {
             updated_at_ms: 1,
             completed_at_ms: Some(1_700_000_001_000),
             expires_at_ms: 1_700_000_600_000,
+            job: None,
         }
     }
 

@@ -16,8 +16,10 @@ use uuid::Uuid;
 use super::{BusError, EventBus, EventStream};
 use crate::event::JobEvent;
 
-/// Events a live subscriber may fall behind by before it loses its subscription.
-const LIVE_BUFFER: usize = 256;
+/// Events a live subscriber may fall behind by before it loses its subscription (it then
+/// catches up from the replay buffer). A broadcast channel allocates all its slots up
+/// front, so this is paid per open stream: coalesced publishing keeps 64 ample.
+const LIVE_BUFFER: usize = 64;
 
 /// An in-process [`EventBus`].
 pub struct MemoryBus {
@@ -144,6 +146,11 @@ impl EventBus for MemoryBus {
             // Every subscriber has gone: free the channel's buffer.
             job.live = None;
         }
+        if event.is_terminal() {
+            // Nothing follows a terminal event: subscribers still drain what was sent, and
+            // the buffer goes with the last of them instead of at the next sweep.
+            job.live = None;
+        }
         Ok(())
     }
 
@@ -254,6 +261,27 @@ mod tests {
         bus.publish(&event(1, 2)).await.unwrap();
         assert!(bus.state().jobs[&job_id].live.is_none());
         assert_eq!(bus.replay(job_id, None).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_terminal_event_frees_the_live_buffer_after_delivery() {
+        let bus = MemoryBus::new(10, Duration::from_secs(60));
+        let job_id = Uuid::nil();
+        let mut live = bus.subscribe(job_id).await.unwrap();
+        bus.publish(&event(1, 1)).await.unwrap();
+        let done = JobEvent {
+            body: EventBody::Done {
+                finish_reason: "stop".into(),
+                response_id: None,
+            },
+            ..event(1, 2)
+        };
+        bus.publish(&done).await.unwrap();
+        assert!(bus.state().jobs[&job_id].live.is_none());
+        // The subscriber still gets both events, then its stream ends.
+        assert_eq!(live.next().await.map(|e| e.seq), Some(1));
+        assert_eq!(live.next().await.map(|e| e.seq), Some(2));
+        assert!(live.next().await.is_none());
     }
 
     #[tokio::test]

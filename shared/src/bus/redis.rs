@@ -44,6 +44,7 @@ pub struct RedisBus {
     replay_max_events: usize,
     replay_ttl: Duration,
     live: Arc<LiveHub>,
+    publish_script: redis::Script,
 }
 
 impl std::fmt::Debug for RedisBus {
@@ -88,8 +89,13 @@ impl RedisBus {
         // The parser's message may quote the URL, password included.
         let client =
             redis::Client::open(url).map_err(|_| BusError::Other("invalid Redis URL".into()))?;
+        // The client's default 500 ms response timeout fails a job whenever a busy process
+        // polls a reply late; the pool allows seconds too.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
         let commands = client
-            .get_connection_manager()
+            .get_connection_manager_with_config(config)
             .await
             .map_err(|e| unavailable("cannot connect to Redis", e))?;
         Ok(RedisBus {
@@ -99,6 +105,7 @@ impl RedisBus {
             },
             replay_max_events: replay_max_events.max(1),
             replay_ttl,
+            publish_script: redis::Script::new(include_str!("lua/publish.lua")),
             live: Arc::new(LiveHub {
                 client,
                 session: tokio::sync::Mutex::new(None),
@@ -126,27 +133,15 @@ impl EventBus for RedisBus {
         let json = serde_json::to_string(event)
             .map_err(|e| BusError::Other(format!("encode event: {e}")))?;
         let stream = self.keys.events(event.job_id);
-        // MULTI/EXEC, so the stream never exists without its expiry.
-        redis::pipe()
-            .atomic()
-            .cmd("XADD")
-            .arg(&stream)
-            .arg("MAXLEN")
-            .arg("~")
+        // One script, so a busy stream costs one command per event (see lua/publish.lua).
+        // The channel key is passed as a key too, which keeps the script cluster-clean.
+        self.publish_script
+            .key(&stream)
+            .key(self.keys.live(event.job_id))
+            .arg(&json)
             .arg(self.replay_max_events)
-            .arg("*")
-            .arg("data")
-            .arg(&json)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&stream)
             .arg(self.ttl_ms())
-            .ignore()
-            .cmd("PUBLISH")
-            .arg(self.keys.live(event.job_id))
-            .arg(&json)
-            .ignore()
-            .exec_async(&mut self.commands.clone())
+            .invoke_async::<()>(&mut self.commands.clone())
             .await
             .map_err(|e| unavailable("cannot publish event", e))
     }

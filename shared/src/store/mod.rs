@@ -7,7 +7,9 @@
 //! ([`crate::crypto::TokenCipher`]); only their SHA-256 id is stored in clear.
 //! Both pass `shared/tests/it/store_conformance.rs`.
 
+pub mod client_keys;
 pub mod postgres;
+pub mod reseal;
 pub mod sqlite;
 pub mod video_jobs;
 
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::TokenCipher;
 use crate::{Secret, pool::TokenStatus};
+pub use client_keys::{ClientKeyRecord, ClientKeyUpdate, ClientKeyUsage};
 pub use video_jobs::{VideoJobFailure, VideoJobRecord, VideoJobStatus, VideoJobUpdate};
 
 /// One upstream account token and what the operator and the pool know about it.
@@ -92,7 +95,46 @@ pub trait Store: Send + Sync + 'static {
     async fn update_video_job(&self, id: &str, update: &VideoJobUpdate)
     -> Result<bool, StoreError>;
 
+    /// Inserts a new client key record (id and prefix must be new).
+    async fn create_client_key(&self, record: &ClientKeyRecord) -> Result<(), StoreError>;
+
+    /// Every client key, oldest first.
+    async fn list_client_keys(&self) -> Result<Vec<ClientKeyRecord>, StoreError>;
+
+    async fn client_key_by_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<ClientKeyRecord>, StoreError>;
+
+    /// Changes a key's settings; `None` when no key has this id.
+    async fn update_client_key(
+        &self,
+        id: &str,
+        update: &ClientKeyUpdate,
+    ) -> Result<Option<ClientKeyRecord>, StoreError>;
+
+    /// Removes a key; true when it existed.
+    async fn delete_client_key(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Adds counted requests to keys in one transaction (keys that no longer exist are
+    /// skipped).
+    async fn add_client_key_usage(&self, usage: &[ClientKeyUsage]) -> Result<(), StoreError>;
+
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Video jobs neither completed nor failed, oldest first, at most `limit`.
+    async fn unfinished_video_jobs(&self, limit: i64) -> Result<Vec<VideoJobRecord>, StoreError>;
+
+    /// Deletes at most `limit` video job records that ended before `before_ms`, or whose
+    /// deadline passed before it, and returns them (their media is the caller's to delete).
+    async fn delete_video_jobs_before(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<VideoJobRecord>, StoreError>;
+
+    /// Replaces one token's tags; false when no such token is stored.
+    async fn set_token_tags(&self, id: &str, tags: &[String]) -> Result<bool, StoreError>;
 }
 
 /// Opens the store a URL names: `sqlite:` (a file, created if missing) or `postgres://` /

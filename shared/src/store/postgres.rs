@@ -8,11 +8,16 @@ use sqlx::{PgPool, Postgres, Transaction};
 
 use super::video_jobs::{VIDEO_JOB_COLUMNS, video_job_from_row};
 use super::{
-    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, VideoJobRecord,
-    VideoJobUpdate, migrate_error, sqlx_error,
+    ClientKeyRecord, ClientKeyUpdate, ClientKeyUsage, Store, StoreError, TOKEN_COLUMNS,
+    TokenRecord, TokenRow, TokenRuntime, VideoJobRecord, VideoJobUpdate, migrate_error, sqlx_error,
 };
 use crate::crypto::TokenCipher;
 use crate::time::now_ms;
+
+/// Records past their retention: ended before the cutoff, or unfinished with a deadline
+/// before it.
+const EXPIRED: &str = "((status IN ('completed', 'failed') AND updated_at_ms < $1) OR \
+     (status NOT IN ('completed', 'failed') AND expires_at_ms < $1))";
 
 /// A [`Store`] in a PostgreSQL database.
 #[derive(Clone)]
@@ -75,6 +80,8 @@ impl PgStore {
         Ok(())
     }
 }
+
+super::client_keys::client_key_methods!(PgStore, super::client_keys::numbered, "GREATEST");
 
 #[async_trait]
 impl Store for PgStore {
@@ -171,7 +178,7 @@ impl Store for PgStore {
 
     async fn create_video_job(&self, record: &VideoJobRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO video_jobs ({VIDEO_JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO video_jobs ({VIDEO_JOB_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         );
         let error = record.error.as_ref();
         // Built from constants only.
@@ -194,6 +201,7 @@ impl Store for PgStore {
             .bind(record.updated_at_ms)
             .bind(record.completed_at_ms)
             .bind(record.expires_at_ms)
+            .bind(&record.job)
             .execute(&self.pool)
             .await
             .map_err(sqlx_error)?;
@@ -242,11 +250,102 @@ impl Store for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn create_client_key(&self, record: &ClientKeyRecord) -> Result<(), StoreError> {
+        self.ck_create_client_key(record).await
+    }
+
+    async fn list_client_keys(&self) -> Result<Vec<ClientKeyRecord>, StoreError> {
+        self.ck_list_client_keys().await
+    }
+
+    async fn client_key_by_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<ClientKeyRecord>, StoreError> {
+        self.ck_client_key_by_prefix(prefix).await
+    }
+
+    async fn update_client_key(
+        &self,
+        id: &str,
+        update: &ClientKeyUpdate,
+    ) -> Result<Option<ClientKeyRecord>, StoreError> {
+        self.ck_update_client_key(id, update).await
+    }
+
+    async fn delete_client_key(&self, id: &str) -> Result<bool, StoreError> {
+        self.ck_delete_client_key(id).await
+    }
+
+    async fn add_client_key_usage(&self, usage: &[ClientKeyUsage]) -> Result<(), StoreError> {
+        self.ck_add_client_key_usage(usage).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map_err(sqlx_error)?;
         Ok(())
+    }
+
+    async fn unfinished_video_jobs(&self, limit: i64) -> Result<Vec<VideoJobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {VIDEO_JOB_COLUMNS} FROM video_jobs \
+             WHERE status NOT IN ('completed', 'failed') ORDER BY created_at_ms LIMIT $1"
+        );
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter().map(video_job_from_row).collect()
+    }
+
+    async fn delete_video_jobs_before(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<VideoJobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {VIDEO_JOB_COLUMNS} FROM video_jobs WHERE {EXPIRED} \
+             ORDER BY updated_at_ms LIMIT $2"
+        );
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = video_job_from_row(row)?;
+            // The condition again: a record that moved on since the read stays.
+            let sql = format!("DELETE FROM video_jobs WHERE id = $2 AND {EXPIRED}");
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(before_ms)
+                .bind(&record.id)
+                .execute(&self.pool)
+                .await
+                .map_err(sqlx_error)?;
+            if done.rows_affected() > 0 {
+                deleted.push(record);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn set_token_tags(&self, id: &str, tags: &[String]) -> Result<bool, StoreError> {
+        let tags = serde_json::to_string(tags).expect("a list of strings serializes");
+        let done = sqlx::query("UPDATE tokens SET tags = $1, updated_at_ms = $2 WHERE id = $3")
+            .bind(tags)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }

@@ -9,11 +9,16 @@ use sqlx::{SqlitePool, SqliteTransaction};
 
 use super::video_jobs::{VIDEO_JOB_COLUMNS, video_job_from_row};
 use super::{
-    Store, StoreError, TOKEN_COLUMNS, TokenRecord, TokenRow, TokenRuntime, VideoJobRecord,
-    VideoJobUpdate, migrate_error, sqlx_error,
+    ClientKeyRecord, ClientKeyUpdate, ClientKeyUsage, Store, StoreError, TOKEN_COLUMNS,
+    TokenRecord, TokenRow, TokenRuntime, VideoJobRecord, VideoJobUpdate, migrate_error, sqlx_error,
 };
 use crate::crypto::TokenCipher;
 use crate::time::now_ms;
+
+/// Records past their retention: ended before the cutoff, or unfinished with a deadline
+/// before it.
+const EXPIRED: &str = "((status IN ('completed', 'failed') AND updated_at_ms < ?) OR \
+     (status NOT IN ('completed', 'failed') AND expires_at_ms < ?))";
 
 /// A [`Store`] in a SQLite file.
 #[derive(Clone)]
@@ -100,6 +105,8 @@ fn create_parent_dir(file: &std::path::Path) -> Result<(), StoreError> {
         _ => Ok(()),
     }
 }
+
+super::client_keys::client_key_methods!(SqliteStore, str::to_owned, "MAX");
 
 #[async_trait]
 impl Store for SqliteStore {
@@ -196,7 +203,7 @@ impl Store for SqliteStore {
 
     async fn create_video_job(&self, record: &VideoJobRecord) -> Result<(), StoreError> {
         let sql = format!(
-            "INSERT INTO video_jobs ({VIDEO_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO video_jobs ({VIDEO_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         );
         let error = record.error.as_ref();
         // Built from constants only.
@@ -219,6 +226,7 @@ impl Store for SqliteStore {
             .bind(record.updated_at_ms)
             .bind(record.completed_at_ms)
             .bind(record.expires_at_ms)
+            .bind(&record.job)
             .execute(&self.pool)
             .await
             .map_err(sqlx_error)?;
@@ -267,11 +275,104 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn create_client_key(&self, record: &ClientKeyRecord) -> Result<(), StoreError> {
+        self.ck_create_client_key(record).await
+    }
+
+    async fn list_client_keys(&self) -> Result<Vec<ClientKeyRecord>, StoreError> {
+        self.ck_list_client_keys().await
+    }
+
+    async fn client_key_by_prefix(
+        &self,
+        prefix: &str,
+    ) -> Result<Option<ClientKeyRecord>, StoreError> {
+        self.ck_client_key_by_prefix(prefix).await
+    }
+
+    async fn update_client_key(
+        &self,
+        id: &str,
+        update: &ClientKeyUpdate,
+    ) -> Result<Option<ClientKeyRecord>, StoreError> {
+        self.ck_update_client_key(id, update).await
+    }
+
+    async fn delete_client_key(&self, id: &str) -> Result<bool, StoreError> {
+        self.ck_delete_client_key(id).await
+    }
+
+    async fn add_client_key_usage(&self, usage: &[ClientKeyUsage]) -> Result<(), StoreError> {
+        self.ck_add_client_key_usage(usage).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)
             .await
             .map_err(sqlx_error)?;
         Ok(())
+    }
+
+    async fn unfinished_video_jobs(&self, limit: i64) -> Result<Vec<VideoJobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {VIDEO_JOB_COLUMNS} FROM video_jobs \
+             WHERE status NOT IN ('completed', 'failed') ORDER BY created_at_ms LIMIT ?"
+        );
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        rows.iter().map(video_job_from_row).collect()
+    }
+
+    async fn delete_video_jobs_before(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<VideoJobRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {VIDEO_JOB_COLUMNS} FROM video_jobs WHERE {EXPIRED} \
+             ORDER BY updated_at_ms LIMIT ?"
+        );
+        // Built from constants only.
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(before_ms)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        let mut deleted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = video_job_from_row(row)?;
+            // The condition again: a record that moved on since the read stays.
+            let sql = format!("DELETE FROM video_jobs WHERE id = ? AND {EXPIRED}");
+            let done = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&record.id)
+                .bind(before_ms)
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await
+                .map_err(sqlx_error)?;
+            if done.rows_affected() > 0 {
+                deleted.push(record);
+            }
+        }
+        Ok(deleted)
+    }
+
+    async fn set_token_tags(&self, id: &str, tags: &[String]) -> Result<bool, StoreError> {
+        let tags = serde_json::to_string(tags).expect("a list of strings serializes");
+        let done = sqlx::query("UPDATE tokens SET tags = ?, updated_at_ms = ? WHERE id = ?")
+            .bind(tags)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(done.rows_affected() > 0)
     }
 }

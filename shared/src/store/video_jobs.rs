@@ -79,6 +79,10 @@ pub struct VideoJobRecord {
     pub completed_at_ms: Option<i64>,
     /// Unix ms after which an unfinished job counts as failed (its deadline).
     pub expires_at_ms: i64,
+    /// The queued job (a `JobPayload` as JSON), kept so a job lost with an in-process queue
+    /// can be queued again when `serve` restarts. `None` for records written before it.
+    #[serde(default)]
+    pub job: Option<String>,
 }
 
 /// A change the worker (or an expiry check) makes to a job.
@@ -155,7 +159,7 @@ impl VideoJobUpdate {
 /// The columns of `video_jobs`, in [`VideoJobRow`] order.
 pub(crate) const VIDEO_JOB_COLUMNS: &str = "id, api_key_sha256, model, prompt, seconds, size, \
     resolution, status, progress, error_code, error_message, video_key, thumbnail_key, \
-    video_bytes, created_at_ms, updated_at_ms, completed_at_ms, expires_at_ms";
+    video_bytes, created_at_ms, updated_at_ms, completed_at_ms, expires_at_ms, job";
 
 /// Reads a row selected with [`VIDEO_JOB_COLUMNS`].
 pub(crate) fn video_job_from_row<R>(row: &R) -> Result<VideoJobRecord, StoreError>
@@ -192,6 +196,7 @@ where
         updated_at_ms: row.try_get(15).map_err(get)?,
         completed_at_ms: row.try_get(16).map_err(get)?,
         expires_at_ms: row.try_get(17).map_err(get)?,
+        job: row.try_get(18).map_err(get)?,
         id,
     })
 }

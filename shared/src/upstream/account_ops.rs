@@ -29,6 +29,9 @@ const BIRTH_DATE_PATH: &str = "/rest/auth/set-birth-date";
 const FEATURE_CONTROLS_PATH: &str = "/auth_mgmt.AuthManagement/UpdateUserFeatureControls";
 const ASSETS_PATH: &str = "/rest/assets";
 const ASSET_DELETE_PATH: &str = "/rest/assets-metadata/";
+const LIVEKIT_TOKENS_PATH: &str = "/rest/livekit/tokens";
+/// The LiveKit server the browser joins with a voice token.
+pub const LIVEKIT_URL: &str = "wss://livekit.grok.com";
 
 /// gRPC-web frame of `SetTosAcceptedVersion`: field 2 (varint) = 1.
 const TOS_FRAME: [u8; 7] = [0x00, 0x00, 0x00, 0x00, 0x02, 0x10, 0x01];
@@ -181,6 +184,31 @@ impl AccountClient {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// `POST /rest/livekit/tokens`: a LiveKit access token for one voice session with
+    /// `voice`, `personality` and playback `speed` (protocol reference 6.8).
+    pub async fn livekit_token(
+        &self,
+        token: &Secret,
+        voice: &str,
+        personality: &str,
+        speed: f64,
+    ) -> Result<String, UpstreamError> {
+        // `sessionPayload` is a JSON document inside a string, as the web client sends it.
+        let session = json!({"voice": voice, "personality": personality, "playback_speed": speed,
+            "enable_vision": false, "turn_detection": {"type": "server_vad"}});
+        let body = json!({"sessionPayload": session.to_string(), "requestAgentDispatch": false,
+            "livekitUrl": LIVEKIT_URL, "params": {"enable_markdown_transcript": "true"}});
+        let answer = self
+            .post_json(token, LIVEKIT_TOKENS_PATH, &body, true)
+            .await?;
+        answer
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| classify::protocol("the LiveKit answer has no token"))
     }
 
     /// `UpdateUserFeatureControls` with `always_show_nsfw_content` on.

@@ -85,10 +85,13 @@ impl UpstreamClient {
     ) -> Result<DownloadedAsset, UpstreamError> {
         let inner = self.inner();
         let limit = inner.connect_timeout + inner.idle_timeout;
-        tokio::time::timeout(limit, self.fetch_asset(token, location, max_bytes))
-            .await
-            .map_err(|_| classify::timeout("asset download"))?
-            .map_err(|e| scrub(e, token))
+        let download = async {
+            tokio::time::timeout(limit, self.fetch_asset(token, location, max_bytes))
+                .await
+                .map_err(|_| classify::timeout("asset download"))?
+                .map_err(|e| scrub(e, token))
+        };
+        super::observe::call("asset_download", download).await
     }
 
     async fn fetch_asset(

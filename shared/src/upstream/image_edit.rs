@@ -64,6 +64,17 @@ impl UpstreamClient {
         token: &Secret,
         request: &ImageEditRequest,
     ) -> Result<ImageStream, UpstreamError> {
+        super::observe::media_stream("image_edit", self.open_edit(token, request), |u| {
+            matches!(u, ImageUpdate::Final { .. } | ImageUpdate::Moderated { .. })
+        })
+        .await
+    }
+
+    async fn open_edit(
+        &self,
+        token: &Secret,
+        request: &ImageEditRequest,
+    ) -> Result<ImageStream, UpstreamError> {
         let count = request.input_file_ids.len();
         if count == 0 || count > MAX_EDIT_INPUTS {
             return Err(UpstreamError::new(

@@ -109,6 +109,17 @@ impl UpstreamClient {
         token: &Secret,
         request: &ImagineRequest,
     ) -> Result<ImageStream, UpstreamError> {
+        super::observe::media_stream("imagine", self.open_imagine(token, request), |u| {
+            matches!(u, ImageUpdate::Final { .. } | ImageUpdate::Moderated { .. })
+        })
+        .await
+    }
+
+    async fn open_imagine(
+        &self,
+        token: &Secret,
+        request: &ImagineRequest,
+    ) -> Result<ImageStream, UpstreamError> {
         if request.n == 0 || request.n > MAX_IMAGES_PER_REQUEST {
             return Err(UpstreamError::new(
                 super::UpstreamErrorKind::BadRequest,

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::Stream;
+use futures::stream::BoxStream;
 use tracing::Instrument;
 
 use super::{ChatChunk, ChatStream, UpstreamError};
@@ -77,6 +78,79 @@ pub(crate) async fn stream(
             );
             Err(e)
         }
+    }
+}
+
+/// Opens a streamed media call (images, edits, video) inside its span. The call counts as
+/// `ok` at its first output item (`is_output`), as the error's outcome when it fails before
+/// that, `transient` when it ends without output, and `cancelled` when dropped first.
+pub(crate) async fn media_stream<T: Send + 'static>(
+    operation: &'static str,
+    open: impl Future<Output = Result<BoxStream<'static, Result<T, UpstreamError>>, UpstreamError>>,
+    is_output: fn(&T) -> bool,
+) -> Result<BoxStream<'static, Result<T, UpstreamError>>, UpstreamError> {
+    let span = span(operation);
+    let started = Instant::now();
+    match open.instrument(span.clone()).await {
+        Ok(inner) => Ok(Box::pin(ObservedMedia {
+            inner,
+            is_output,
+            operation,
+            started,
+            span,
+            finished: false,
+        })),
+        Err(e) => {
+            finish(
+                &span,
+                operation,
+                metrics::upstream_outcome(&e.kind),
+                started,
+            );
+            Err(e)
+        }
+    }
+}
+
+struct ObservedMedia<T> {
+    inner: BoxStream<'static, Result<T, UpstreamError>>,
+    is_output: fn(&T) -> bool,
+    operation: &'static str,
+    started: Instant,
+    /// Held so the span lasts as long as the answer streams.
+    span: tracing::Span,
+    finished: bool,
+}
+
+impl<T> ObservedMedia<T> {
+    fn end(&mut self, outcome: &'static str) {
+        if !self.finished {
+            self.finished = true;
+            finish(&self.span, self.operation, outcome, self.started);
+        }
+    }
+}
+
+impl<T> Stream for ObservedMedia<T> {
+    type Item = Result<T, UpstreamError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        // Every field is Unpin (the inner stream is boxed).
+        let this = self.get_mut();
+        let polled = this.inner.as_mut().poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(item))) if (this.is_output)(item) => this.end("ok"),
+            Poll::Ready(Some(Err(e))) => this.end(metrics::upstream_outcome(&e.kind)),
+            Poll::Ready(None) => this.end("transient"),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl<T> Drop for ObservedMedia<T> {
+    fn drop(&mut self) {
+        self.end("cancelled");
     }
 }
 

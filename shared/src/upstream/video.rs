@@ -87,6 +87,17 @@ impl UpstreamClient {
         token: &Secret,
         request: &VideoRequest,
     ) -> Result<VideoStream, UpstreamError> {
+        super::observe::media_stream("video", self.open_video(token, request), |u| {
+            matches!(u, VideoUpdate::Finished(_))
+        })
+        .await
+    }
+
+    async fn open_video(
+        &self,
+        token: &Secret,
+        request: &VideoRequest,
+    ) -> Result<VideoStream, UpstreamError> {
         let inner = self.inner();
         let (response, _deadline) = rest_chat::send(inner, token, &request_body(request))
             .await
@@ -113,6 +124,10 @@ impl UpstreamClient {
         token: &Secret,
         video_id: &str,
     ) -> Result<String, UpstreamError> {
+        super::observe::call("video_upscale", self.upscale(token, video_id)).await
+    }
+
+    async fn upscale(&self, token: &Secret, video_id: &str) -> Result<String, UpstreamError> {
         let inner = self.inner();
         let call = async {
             let statsig = inner

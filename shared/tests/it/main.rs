@@ -3,10 +3,12 @@
 
 mod blob_conformance;
 mod bus_conformance;
+mod client_keys_conformance;
 mod common;
 mod fetch;
 mod leader_conformance;
 mod pool_conformance;
 mod queue_conformance;
+mod ratelimit;
 mod store_conformance;
 mod upstream_sim;

@@ -118,6 +118,9 @@ conformance!(
     foreign_key_reads_as_corrupt_without_leaking,
     video_job_round_trip,
     video_job_moves_forward_and_terminal_is_final,
+    unfinished_video_jobs_are_listed_oldest_first,
+    video_jobs_past_retention_are_deleted,
+    token_tags_are_replaced,
 );
 
 fn cipher() -> TokenCipher {
@@ -324,6 +327,7 @@ fn video_job(id: &str) -> VideoJobRecord {
         updated_at_ms: 1_700_000_000_000,
         completed_at_ms: None,
         expires_at_ms: 1_700_000_600_000,
+        job: Some(r#"{"type":"video"}"#.into()),
     }
 }
 
@@ -418,4 +422,99 @@ async fn video_job_moves_forward_and_terminal_is_final(fixture: Fixture) {
             .await
             .unwrap()
     );
+}
+
+async fn unfinished_video_jobs_are_listed_oldest_first(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let mut ids = Vec::new();
+    for (i, status) in ["queued", "in_progress", "completed", "failed", "queued"]
+        .iter()
+        .enumerate()
+    {
+        let mut job = video_job(&uuid::Uuid::new_v4().to_string());
+        job.created_at_ms += i as i64;
+        job.status = VideoJobStatus::parse(status).unwrap();
+        store.create_video_job(&job).await.unwrap();
+        ids.push(job.id);
+    }
+    let unfinished: Vec<String> = store
+        .unfinished_video_jobs(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(unfinished, [ids[0].clone(), ids[1].clone(), ids[4].clone()]);
+    // The kept job comes back with the record.
+    let first = store.unfinished_video_jobs(1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].job.as_deref(), Some(r#"{"type":"video"}"#));
+}
+
+async fn video_jobs_past_retention_are_deleted(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let cutoff = 1_800_000_000_000;
+    let make = |status: &str, updated_at_ms: i64, expires_at_ms: i64| {
+        let mut job = video_job(&uuid::Uuid::new_v4().to_string());
+        job.status = VideoJobStatus::parse(status).unwrap();
+        job.updated_at_ms = updated_at_ms;
+        job.expires_at_ms = expires_at_ms;
+        job
+    };
+    let old_done = make("completed", cutoff - 1, cutoff - 1);
+    let old_failed = make("failed", cutoff - 10, cutoff + 10);
+    let recent_done = make("completed", cutoff + 1, cutoff - 1_000);
+    let abandoned = make("queued", cutoff - 5, cutoff - 1);
+    let running = make("in_progress", cutoff - 5, cutoff + 1);
+    for job in [&old_done, &old_failed, &recent_done, &abandoned, &running] {
+        store.create_video_job(job).await.unwrap();
+    }
+    // A limit smaller than the expired set: the oldest first, the rest on the next call.
+    let first = store.delete_video_jobs_before(cutoff, 2).await.unwrap();
+    let second = store.delete_video_jobs_before(cutoff, 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let mut deleted: Vec<String> = first.into_iter().chain(second).map(|r| r.id).collect();
+    deleted.sort();
+    let mut expected = vec![
+        old_done.id.clone(),
+        old_failed.id.clone(),
+        abandoned.id.clone(),
+    ];
+    expected.sort();
+    assert_eq!(deleted, expected);
+    for gone in &expected {
+        assert_eq!(store.get_video_job(gone).await.unwrap(), None);
+    }
+    for kept in [&recent_done, &running] {
+        assert!(store.get_video_job(&kept.id).await.unwrap().is_some());
+    }
+    assert!(
+        store
+            .delete_video_jobs_before(cutoff, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn token_tags_are_replaced(fixture: Fixture) {
+    let store = fixture.store(&cipher()).await;
+    let records = sample();
+    store.replace_tokens(&records).await.unwrap();
+    let tags = vec!["nsfw".to_owned(), "team".to_owned()];
+    assert!(store.set_token_tags(&records[0].id, &tags).await.unwrap());
+    assert!(!store.set_token_tags("missing", &tags).await.unwrap());
+    let listed = store.list_tokens().await.unwrap();
+    let first = listed.iter().find(|r| r.id == records[0].id).unwrap();
+    assert_eq!(first.tags, tags);
+    // Nothing else about the token changed.
+    assert_eq!(
+        TokenRecord {
+            tags: records[0].tags.clone(),
+            ..first.clone()
+        },
+        records[0]
+    );
+    let other = listed.iter().find(|r| r.id == records[1].id).unwrap();
+    assert_eq!(other, &records[1]);
 }
