@@ -52,6 +52,17 @@ local function load(id)
   }
 end
 
+-- Just what ranking a token for a lease needs (see lease.lua).
+local function load_rank(id)
+  local v = redis.call('HMGET', tok_key(id), 'status', 'quota', 'cooling_until_ms',
+    'last_used_ms', 'resume_quota')
+  if not v[1] then return nil end
+  return {
+    status = v[1], quota = tonumber(v[2]) or 0, cooling_until = tonumber(v[3]) or 0,
+    last_used = tonumber(v[4]) or 0, resume_quota = tonumber(v[5]) or 0,
+  }
+end
+
 -- A cooling token whose window has passed is active again. Its real quota is unknown
 -- until the next quota refresh, so it gets back what it had when it started cooling, or 1
 -- so that it is selectable at all.
