@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::harness::{API_KEY, sse_data, stream_content};
+use crate::harness::{ADMIN_KEY, API_KEY, sse_data, stream_content};
 use crate::support::{self, ask};
 
 /// `(id, data)` of each complete SSE frame in `text`.
@@ -71,6 +71,32 @@ async fn resumed_on_another_gateway_without_gap_or_duplicate() {
         "the job is still running, so the resumed stream has live events too"
     );
 
+    // The id is bound to the key that asked: another valid key resumes nothing.
+    let created: Value = c
+        .http
+        .post(c.url_at(1, "/v1/admin/keys"))
+        .bearer_auth(ADMIN_KEY)
+        .json(&serde_json::json!({"name": "someone else"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let other_key = created["key"].as_str().expect("a client key").to_owned();
+    let r = c
+        .http
+        .post(c.url_at(1, "/v1/chat/completions"))
+        .bearer_auth(&other_key)
+        .header("last-event-id", &last_id)
+        .json(&ask(prompt, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(support::error_code(&body), "resume_not_found");
+
     let r = c
         .http
         .post(c.url_at(1, "/v1/chat/completions"))
@@ -114,7 +140,7 @@ async fn resume_refuses_ids_it_did_not_make() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["param"], "Last-Event-ID");
     assert_eq!(support::error_code(&body), "invalid_last_event_id");
-    let unknown = format!("{}-1-3", uuid::Uuid::now_v7().simple());
+    let unknown = format!("{}-1-3-0123456789abcdef", uuid::Uuid::now_v7().simple());
     let r = send(&unknown).await.unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();

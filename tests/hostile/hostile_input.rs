@@ -281,7 +281,7 @@ async fn bad_bodies_and_absurd_parameters_are_refused_cleanly(shape: Shape) {
     // does not exist (another cluster's, expired, made up) is a 404; neither starts a job.
     let calls_before = c.sim.stats().await.total_calls;
     let long = "9".repeat(10_000);
-    let unknown = format!("{}-1-5", uuid::Uuid::now_v7().simple());
+    let unknown = format!("{}-1-5-0123456789abcdef", uuid::Uuid::now_v7().simple());
     for (value, status) in [
         ("garbage", 400),
         ("99999999999999999999-1", 400),

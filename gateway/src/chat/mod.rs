@@ -63,9 +63,10 @@ pub async fn completions(
         let timeout = Duration::from_secs(state.backends.live.get().chat.timeout_secs);
         (JobPayload::Chat(chat_job(&input, want_reasoning)), timeout)
     };
+    let owner = resume::Owner::of(&headers);
     let (mut feed, resume_after) = match resume_point {
         Some(point) => (
-            resume::feed(&state, point, timeout).await?,
+            resume::feed(&state, &owner, &point, timeout).await?,
             Some(point.after),
         ),
         None => {
@@ -99,6 +100,7 @@ pub async fn completions(
         let start = StreamStart {
             first,
             resume_after,
+            owner,
         };
         stream_response(state, feed, start, writer, guard, first_token)
     } else {
@@ -207,6 +209,8 @@ async fn collect_response(
 struct StreamStart {
     first: JobEvent,
     resume_after: Option<(u32, u64)>,
+    /// Whose stream it is: event ids are bound to this key (see resume.rs).
+    owner: resume::Owner,
 }
 
 /// Streams chunks from a task that follows the feed; the channel between them is bounded,
@@ -284,6 +288,7 @@ async fn pump_events(
     let StreamStart {
         first,
         resume_after,
+        owner,
     } = start;
     // The attempt whose events the caller is getting; a redelivered job may take over only
     // while no text has gone out.
@@ -304,7 +309,7 @@ async fn pump_events(
         let mut event_id = None;
         let mut replayed = false;
         if let Ok(ev) = &item {
-            event_id = Some(resume::event_id(ev.job_id, ev.attempt, ev.seq));
+            event_id = Some(resume::event_id(&owner, ev.job_id, ev.attempt, ev.seq));
             replayed = resume_after.is_some_and(|after| (ev.attempt, ev.seq) <= after);
         }
         match item {
