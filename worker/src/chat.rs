@@ -220,14 +220,14 @@ async fn try_once(
                 Some(Ok(ChatChunk::Started { response_id })) => relay.response_id = response_id,
                 Some(Ok(ChatChunk::Reasoning(t))) => {
                     if job.want_reasoning {
-                        relay.send(coalescer.push(Channel::Reasoning, &t, Instant::now())).await?;
-                        coalescer.published(Instant::now());
+                        let pieces = coalescer.push(Channel::Reasoning, &t, Instant::now());
+                        relay.send_then_restart(pieces, &mut coalescer).await?;
                     }
                 }
                 Some(Ok(ChatChunk::Text(t))) => {
                     relay.text_seen |= !t.is_empty();
-                    relay.send(coalescer.push(Channel::Text, &t, Instant::now())).await?;
-                    coalescer.published(Instant::now());
+                    let pieces = coalescer.push(Channel::Text, &t, Instant::now());
+                    relay.send_then_restart(pieces, &mut coalescer).await?;
                 }
                 Some(Ok(ChatChunk::Citation { .. })) => {}
                 Some(Ok(ChatChunk::Done { response_id })) => {
@@ -258,8 +258,8 @@ async fn try_once(
                 }
             },
             _ = sleep_until_opt(flush_at) => {
-                relay.send(coalescer.take(Instant::now()).into_iter().collect()).await?;
-                coalescer.published(Instant::now());
+                let pieces = coalescer.take(Instant::now()).into_iter().collect();
+                relay.send_then_restart(pieces, &mut coalescer).await?;
             }
             _ = cancel_poll.tick() => {
                 if worker.backends.bus.is_cancelled(envelope.id).await.unwrap_or(false) {
@@ -291,6 +291,21 @@ struct Relay<'a> {
 }
 
 impl Relay<'_> {
+    /// Sends what the coalescer released and, only if something went out, restarts its
+    /// window from the end of that publish (see `Coalescer::published`).
+    async fn send_then_restart(
+        &mut self,
+        pieces: Vec<(Channel, String)>,
+        coalescer: &mut Coalescer,
+    ) -> Result<(), shared::bus::BusError> {
+        if pieces.is_empty() {
+            return Ok(());
+        }
+        self.send(pieces).await?;
+        coalescer.published(Instant::now());
+        Ok(())
+    }
+
     async fn send(&mut self, pieces: Vec<(Channel, String)>) -> Result<(), shared::bus::BusError> {
         for (channel, text) in pieces {
             if !self.started {
