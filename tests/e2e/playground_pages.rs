@@ -1,6 +1,7 @@
 //! The playground pages in headless Chromium against the real binary and the simulator:
-//! log in with the public key, chat with a streamed answer (seen growing, then complete),
-//! generate images on /imagine, a video on /video and a voice token on /voice, saving
+//! log in with the public key, chat with a streamed answer (seen growing, then complete) and
+//! with streaming off, generate images on /imagine, videos on /video (with and without live
+//! progress) and a voice token on /voice, saving
 //! screenshots under `target/browser-artifacts/`.
 
 use std::time::{Duration, Instant};
@@ -94,6 +95,30 @@ async fn playground_in_browser(shape: Shape) {
     b.wait_for(".bubble-assistant .retry").await;
     b.screenshot("chat-done").await;
 
+    // Stream off: the request asks for `stream: false` and the whole answer lands at once.
+    b.eval(
+        "window.chatRequests = [];
+         const original = window.fetch;
+         window.fetch = (path, init) => {
+           if (String(path).includes('/chat/completions')) window.chatRequests.push(JSON.parse(init.body));
+           return original(path, init);
+         };
+         return null;",
+        vec![],
+    )
+    .await;
+    b.click("#clear-chat").await;
+    b.click("#stream").await;
+    let prompt = "and what did the keeper write in the logbook when the ice finally broke";
+    b.fill("#prompt", prompt).await;
+    b.click("#send").await;
+    b.wait_for(".bubble-assistant[data-done=\"true\"]").await;
+    let whole = b.text(".bubble-assistant .bubble-body").await;
+    assert!(whole.contains(&format!("Echo: {prompt}")), "{whole}");
+    let sent = b.eval("return window.chatRequests;", vec![]).await;
+    assert_eq!(sent[0]["stream"], json!(false), "{sent}");
+    b.screenshot("chat-non-stream").await;
+
     // Imagine: images land in the waterfall with a status tag.
     b.goto("/imagine").await;
     b.fill("#prompt", "a lighthouse in a storm").await;
@@ -152,8 +177,40 @@ async fn playground_in_browser(shape: Shape) {
     .await;
     assert!(src.as_str().unwrap().contains("/v1/files/video/"), "{src}");
     b.wait_for_text("#single-status", "done").await;
+    // Live progress (the default) showed the progress lines.
+    b.wait_for_text("#single-progress", "%").await;
     b.wait_for_text("#history", "waves on a pebble beach").await;
     b.screenshot("video").await;
+
+    // Live progress off: only "generating…" shows until the player appears.
+    b.eval(
+        "window.progressSeen = [];
+         const log = document.querySelector('#single-progress');
+         new MutationObserver(() => window.progressSeen.push(log.textContent))
+           .observe(log, { childList: true, characterData: true, subtree: true });
+         return null;",
+        vec![],
+    )
+    .await;
+    b.click("#stream").await;
+    b.click("#generate").await;
+    // The observer saw the run start (the player was cleared then), so a player and
+    // "done" afterwards belong to this run.
+    poll_eval(
+        &b,
+        "the video without live progress",
+        "const started = window.progressSeen.includes('generating…');
+         const done = document.querySelector('#single-status').textContent === 'done';
+         return started && done && document.querySelector('#player video') ? true : null;",
+    )
+    .await;
+    let seen = b.eval("return window.progressSeen;", vec![]).await;
+    let seen = seen.as_array().unwrap();
+    assert!(
+        seen.iter().all(|t| t == "generating…" || t == ""),
+        "no progress while live progress is off: {seen:?}"
+    );
+    b.click("#stream").await;
 
     // Waterfall mode: videos keep coming until a graceful stop lets the running ones finish.
     b.click("#mode-waterfall").await;

@@ -98,6 +98,20 @@ function userContent(text, file) {
   return [{ type: "text", text }, block];
 }
 
+/** Reads a streamed answer, handing each piece of text (reasoning wrapped in `<think>`) to `onText`. */
+async function streamAnswer(body, onText, thinkOpened) {
+  const response = await pub("/v1/public/chat/completions", { json: body, raw: true, signal: controller.signal });
+  await readSse(response, (data) => {
+    if (data === "[DONE]") return;
+    let chunk;
+    try { chunk = JSON.parse(data); } catch (_) { return; }
+    if (chunk.error) throw new Error(chunk.error.message || "The answer failed");
+    const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+    if (delta && delta.reasoning_content) onText((thinkOpened() ? "" : "<think>") + delta.reasoning_content);
+    if (delta && delta.content) onText(delta.content);
+  });
+}
+
 async function ask() {
   const messages = [];
   const system = $("#system").value.trim();
@@ -106,7 +120,7 @@ async function ask() {
   const body = {
     model: $("#model").value,
     messages,
-    stream: true,
+    stream: $("#stream").checked,
     temperature: Number($("#temperature").value),
     top_p: Number($("#top-p").value),
   };
@@ -119,19 +133,23 @@ async function ask() {
   let content = "";
   let thinkDone = null;
   try {
-    const response = await pub("/v1/public/chat/completions", { json: body, raw: true, signal: controller.signal });
-    await readSse(response, (data) => {
-      if (data === "[DONE]") return;
-      let chunk;
-      try { chunk = JSON.parse(data); } catch (_) { return; }
-      if (chunk.error) throw new Error(chunk.error.message || "The answer failed");
-      const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-      if (delta && delta.reasoning_content) content += (content.includes("<think>") ? "" : "<think>") + delta.reasoning_content;
-      if (delta && delta.content) content += delta.content;
-      if (thinkDone === null && content.includes("</think>")) thinkDone = ((Date.now() - started) / 1000).toFixed(1);
+    if (!body.stream) {
+      // Non-streamed: the whole answer arrives at once as one completion object.
+      const completion = await pub("/v1/public/chat/completions", { json: body, signal: controller.signal });
+      const message = (completion.choices && completion.choices[0] && completion.choices[0].message) || {};
+      if (message.reasoning_content) content = `<think>${message.reasoning_content}</think>`;
+      content += message.content || "";
+      if (content.includes("</think>")) thinkDone = ((Date.now() - started) / 1000).toFixed(1);
       render(out, content, thinkDone);
       node.scrollIntoView({ block: "end" });
-    });
+    } else {
+      await streamAnswer(body, (piece) => {
+        content += piece;
+        if (thinkDone === null && content.includes("</think>")) thinkDone = ((Date.now() - started) / 1000).toFixed(1);
+        render(out, content, thinkDone);
+        node.scrollIntoView({ block: "end" });
+      }, () => content.includes("<think>"));
+    }
     node.dataset.done = "true";
   } catch (e) {
     if (e.name !== "AbortError") {

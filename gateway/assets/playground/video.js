@@ -1,5 +1,5 @@
 // The Video page. Each video is a public video task: POST /v1/public/video/start, then its
-// chat-chunk stream from /v1/public/video/sse (progress as reasoning, the video at the end).
+// chat-chunk stream from /v1/public/video/sse (progress lines, the video at the end).
 // Single mode makes one video and keeps a history; waterfall mode keeps 1 to 3 running until
 // stopped. Stop is graceful (running videos finish); pressing it again cancels them.
 
@@ -43,8 +43,26 @@ function videoSource(content) {
   return url ? url[1] : null;
 }
 
-/** Runs one video task; `onProgress` gets the reasoning text. Resolves to the video URL. */
+/**
+ * The progress lines of an answer so far: its text lines (inside or outside `<think>`)
+ * that are not part of the final video markup or link.
+ */
+function progressText(content) {
+  return content
+    .replace(/<\/?think>/g, "")
+    .split("\n")
+    .map((line) => line.trim())
+    .filter((line) => line && !line.includes("<") && !/https?:\/\/|\/v1\/files\//.test(line))
+    .join("\n");
+}
+
+/**
+ * Runs one video task; `onProgress` gets the progress lines, unless "Live progress" is off:
+ * then the page shows only that the video is generating until the player appears.
+ * Resolves to the video URL.
+ */
 async function makeVideo(body, onProgress) {
+  const live = $("#stream").checked;
   const started = await pub("/v1/public/video/start", { json: body });
   const task = { id: started.task_id, abort: new AbortController() };
   running.set(task.id, task);
@@ -64,8 +82,8 @@ async function makeVideo(body, onProgress) {
       const delta = chunk.choices && chunk.choices[0].delta;
       if (delta && delta.content) {
         content += delta.content;
-        const thinking = /<think>([\s\S]*?)(<\/think>|$)/.exec(content);
-        if (thinking) onProgress(thinking[1].trim());
+        const progress = progressText(content);
+        if (progress && live) onProgress(progress);
       }
     });
   } finally {
@@ -111,12 +129,13 @@ async function single() {
   $("#single-status").textContent = "generating";
   $("#single-status").className = "badge badge-cooling";
   $("#single-params").textContent = `${body.aspect_ratio} · ${body.video_length} s · ${body.resolution_name} · ${body.preset}`;
-  $("#single-progress").textContent = "";
+  $("#single-progress").textContent = $("#stream").checked ? "" : "generating…";
   $("#player").replaceChildren();
   $("#generate").disabled = true;
   try {
     const src = await makeVideo(body, (text) => { $("#single-progress").textContent = text; });
     $("#player").replaceChildren(player(src));
+    if ($("#single-progress").textContent === "generating…") $("#single-progress").textContent = "";
     $("#single-status").textContent = "done";
     $("#single-status").className = "badge badge-active";
     const items = load(HISTORY_KEY);
