@@ -110,36 +110,47 @@ impl S3BlobStore {
         Ok(store)
     }
 
-    /// Creates the bucket unless it is there (another process may win the race: fine).
+    /// Creates the bucket unless it is there. Processes starting together race to create
+    /// it, and some servers answer a create that loses the race with an error other than
+    /// "already exists" (SeaweedFS: NoSuchBucket); so a failed create is retried after
+    /// looking again, and only a bucket still missing after a few rounds is an error.
     async fn ensure_bucket(&self, region: &str) -> Result<(), BlobError> {
-        match self.client.head_bucket().bucket(&self.bucket).send().await {
-            Ok(_) => return Ok(()),
-            Err(e) if status_of(&e) == Some(404) => {}
-            Err(e) => return Err(sdk_error("head bucket", &e)),
-        }
-        let mut create = self.client.create_bucket().bucket(&self.bucket);
-        if region != "us-east-1" {
-            create = create.create_bucket_configuration(
-                CreateBucketConfiguration::builder()
-                    .location_constraint(BucketLocationConstraint::from(region))
-                    .build(),
-            );
-        }
-        match create.send().await {
-            Ok(_) => {
-                tracing::info!(bucket = %self.bucket, "created the media bucket");
-                Ok(())
+        const ROUNDS: u32 = 5;
+        let mut last = None;
+        for round in 0..ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(round))).await;
             }
-            Err(e)
-                if matches!(
-                    e.code(),
-                    Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
-                ) =>
-            {
-                Ok(())
+            match self.client.head_bucket().bucket(&self.bucket).send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(sdk_error("head bucket", &e)),
             }
-            Err(e) => Err(sdk_error("create bucket", &e)),
+            let mut create = self.client.create_bucket().bucket(&self.bucket);
+            if region != "us-east-1" {
+                create = create.create_bucket_configuration(
+                    CreateBucketConfiguration::builder()
+                        .location_constraint(BucketLocationConstraint::from(region))
+                        .build(),
+                );
+            }
+            match create.send().await {
+                Ok(_) => {
+                    tracing::info!(bucket = %self.bucket, "created the media bucket");
+                    return Ok(());
+                }
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some("BucketAlreadyOwnedByYou") | Some("BucketAlreadyExists")
+                    ) =>
+                {
+                    return Ok(());
+                }
+                Err(e) => last = Some(sdk_error("create bucket", &e)),
+            }
         }
+        Err(last.unwrap_or_else(|| BlobError::Unavailable("create bucket: gave up".into())))
     }
 
     fn full_key(&self, key: &str) -> Result<String, BlobError> {
