@@ -14,6 +14,14 @@
 --   <p>:leases:<id>   sorted set of live leases: member = fence, score = expiry (unix ms)
 --   <p>:fence         counter shared by all tokens, so a token removed and added again
 --                     never hands out a fence number an old lease still carries
+--   <p>:rank:quota:<tier>, <p>:rank:lru:<tier>
+--                     the leasable tokens (active, quota left) of a tier in lease order,
+--                     one sorted set per policy; every score is 0, so the order is the
+--                     members' byte order: zero-padded sort keys, then '|', then the id
+--   <p>:cooling       sorted set of cooling tokens, score = when their window ends (ms)
+-- A token's hash also remembers its current index members (rank_tier, rank_q, rank_l).
+-- Every script that changes a token's status, quota, tier or last use calls reindex, so a
+-- lease reads tokens in order instead of scanning the tier.
 
 local P = ARGV[1]
 
@@ -21,6 +29,46 @@ local function tok_key(id) return P .. ':tok:' .. id end
 local function leases_key(id) return P .. ':leases:' .. id end
 local function tier_key(tier) return P .. ':tier:' .. tier end
 local function all_key() return P .. ':toks' end
+local function rank_key(policy, tier) return P .. ':rank:' .. policy .. ':' .. tier end
+local function cooling_key() return P .. ':cooling' end
+
+-- Quotas above this sort as equal; no account has that many calls.
+local MAX_QUOTA = 1000000000000000
+
+local function pad(n, width) return string.format('%0' .. width .. 'd', n) end
+
+-- Takes a token out of every index (before it changes, or is deleted).
+local function unindex(id)
+  local old = redis.call('HMGET', tok_key(id), 'rank_tier', 'rank_q', 'rank_l')
+  if old[1] then
+    redis.call('ZREM', rank_key('quota', old[1]), old[2])
+    redis.call('ZREM', rank_key('lru', old[1]), old[3])
+    redis.call('HDEL', tok_key(id), 'rank_tier', 'rank_q', 'rank_l')
+  end
+  redis.call('ZREM', cooling_key(), id)
+end
+
+-- Puts a token where its current state says: the rank sets of its tier if it can be
+-- leased, the cooling set if it is cooling, nowhere otherwise. The members encode the
+-- order of lease.lua's policies exactly: quota = most quota, then least recently used,
+-- then smaller id; lru = least recently used, then most quota, then smaller id.
+local function reindex(id)
+  unindex(id)
+  local v = redis.call('HMGET', tok_key(id), 'tier', 'status', 'quota', 'last_used_ms',
+    'cooling_until_ms')
+  if not v[1] then return end
+  local quota = tonumber(v[3]) or 0
+  if v[2] == 'active' and quota > 0 then
+    local more = pad(MAX_QUOTA - math.min(quota, MAX_QUOTA), 16)
+    local used = pad(tonumber(v[4]) or 0, 15)
+    local q, l = more .. used .. '|' .. id, used .. more .. '|' .. id
+    redis.call('ZADD', rank_key('quota', v[1]), 0, q)
+    redis.call('ZADD', rank_key('lru', v[1]), 0, l)
+    redis.call('HSET', tok_key(id), 'rank_tier', v[1], 'rank_q', q, 'rank_l', l)
+  elseif v[2] == 'cooling' then
+    redis.call('ZADD', cooling_key(), tonumber(v[5]) or 0, id)
+  end
+end
 
 -- The server's clock, so every worker agrees on when leases and cooldowns end.
 local function now_ms()
@@ -72,7 +120,10 @@ local function recover_if_due(id, h, now)
     if h.resume_quota > 0 then quota = h.resume_quota end
     redis.call('HSET', tok_key(id), 'status', 'active', 'quota', quota, 'cooling_until_ms', 0)
     h.status, h.quota, h.cooling_until = 'active', quota, 0
+    reindex(id)
+    return true
   end
+  return false
 end
 
 -- Reply layout of one TokenState, read back in redis.rs.

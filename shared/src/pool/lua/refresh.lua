@@ -49,4 +49,5 @@ end
 redis.call('HSET', tok_key(id), 'tier', h.tier, 'status', h.status, 'quota', h.quota,
   'resume_quota', h.resume_quota, 'cooling_until_ms', h.cooling_until,
   'fail_count', h.fail_count, 'last_refresh_ms', h.last_refresh)
+reindex(id)
 return state_reply(id, h, now)

@@ -51,4 +51,5 @@ end
 redis.call('HSET', tok_key(id), 'status', h.status, 'quota', h.quota,
   'resume_quota', h.resume_quota, 'cooling_until_ms', h.cooling_until,
   'fail_count', h.fail_count, 'use_count', h.use_count)
+reindex(id)
 return state_reply(id, h, now)

@@ -15,6 +15,7 @@ for _, id in ipairs(redis.call('SMEMBERS', all_key())) do
   if not wanted[id] then
     local tier = redis.call('HGET', tok_key(id), 'tier')
     if tier then redis.call('SREM', tier_key(tier), id) end
+    unindex(id)
     redis.call('DEL', tok_key(id), leases_key(id))
     redis.call('SREM', all_key(), id)
   end
@@ -47,6 +48,8 @@ for id, i in pairs(wanted) do
     redis.call('SADD', all_key(), id)
   end
   redis.call('SADD', tier_key(tier), id)
+  -- Also builds the index of a pool written before the index existed.
+  reindex(id)
 end
 
 return redis.status_reply('OK')
