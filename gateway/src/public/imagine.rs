@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use super::tasks::{Task, TaskKind, TaskStore, new_task_id};
+use super::tasks::{TaskKind, TaskStore, new_task_id};
 use crate::error::ApiError;
 use crate::extract::JsonBody;
 use crate::feed::FeedError;
@@ -144,14 +144,10 @@ pub async fn start(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let params = params(&body)?;
-    let id = new_task_id();
-    let task = Task {
-        kind: TaskKind::Imagine,
-        params: serde_json::to_value(&params).map_err(|_| ApiError::internal())?,
-        job_id: None,
-        created_ms: now_ms(),
-    };
-    TaskStore::of(&state).await?.put(&id, &task).await?;
+    let id = TaskStore::of(&state)
+        .await?
+        .create(TaskKind::Imagine, &params)
+        .await?;
     Ok(Json(
         json!({"task_id": id, "aspect_ratio": params.aspect_ratio}),
     ))

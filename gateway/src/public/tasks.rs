@@ -124,6 +124,23 @@ impl TaskStore {
         format!("{prefix}:public:{}:{id}", kind.as_str())
     }
 
+    /// Records a new task of `kind` with its validated `params`; returns its id.
+    pub async fn create(
+        &self,
+        kind: TaskKind,
+        params: &impl Serialize,
+    ) -> Result<String, ApiError> {
+        let id = new_task_id();
+        let task = Task {
+            kind,
+            params: serde_json::to_value(params).map_err(|_| ApiError::internal())?,
+            job_id: None,
+            created_ms: shared::time::now_ms(),
+        };
+        self.put(&id, &task).await?;
+        Ok(id)
+    }
+
     /// Stores `task` under `id`, replacing what was there, for another [`TASK_TTL`].
     pub async fn put(&self, id: &str, task: &Task) -> Result<(), ApiError> {
         let value = serde_json::to_string(task).map_err(|_| ApiError::internal())?;

@@ -21,7 +21,7 @@ use shared::time::{now_ms, now_secs};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::tasks::{Task, TaskKind, TaskStore, new_task_id};
+use super::tasks::{TaskKind, TaskStore};
 use crate::chat::wire::ChunkWriter;
 use crate::error::ApiError;
 use crate::extract::JsonBody;
@@ -87,14 +87,10 @@ pub async fn start(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     let params = params(&body)?;
-    let id = new_task_id();
-    let task = Task {
-        kind: TaskKind::Video,
-        params: serde_json::to_value(&params).map_err(|_| ApiError::internal())?,
-        job_id: None,
-        created_ms: now_ms(),
-    };
-    TaskStore::of(&state).await?.put(&id, &task).await?;
+    let id = TaskStore::of(&state)
+        .await?
+        .create(TaskKind::Video, &params)
+        .await?;
     Ok(Json(
         json!({"task_id": id, "aspect_ratio": params.aspect_ratio}),
     ))
