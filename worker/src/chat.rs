@@ -39,15 +39,8 @@ pub async fn run(
     attempt: u32,
 ) -> Disposition {
     let mut publisher = EventPublisher::new(worker.backends.bus.clone(), envelope.id, attempt);
-    match run_tries(worker, envelope, job, &mut publisher).await {
-        Ok(()) => Disposition::Ack,
-        Err(e) => {
-            // Without the bus the caller cannot hear the outcome; hand the job back so it is
-            // retried (or dead-lettered) rather than acknowledged in silence.
-            tracing::error!(job_id = %envelope.id, error = %e, "could not publish job events");
-            Disposition::Retry
-        }
-    }
+    let published = run_tries(worker, envelope, job, &mut publisher).await;
+    Disposition::after_publishing(envelope.id, published)
 }
 
 async fn run_tries(

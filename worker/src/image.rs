@@ -69,20 +69,15 @@ pub async fn run(
     attempt: u32,
 ) -> Disposition {
     let mut publisher = EventPublisher::new(worker.backends.bus.clone(), envelope.id, attempt);
-    let outcome = run_tries(worker, envelope, job, inputs, &mut publisher).await;
-    match outcome {
-        Ok(()) => {
-            // The inputs were only needed for this job (URLs were never stored).
-            for key in inputs.iter().filter(|k| !is_url(k)) {
-                let _ = worker.backends.blob.delete(key).await;
-            }
-            Disposition::Ack
-        }
-        Err(e) => {
-            tracing::error!(job_id = %envelope.id, error = %e, "could not publish job events");
-            Disposition::Retry
+    let published = run_tries(worker, envelope, job, inputs, &mut publisher).await;
+    let disposition = Disposition::after_publishing(envelope.id, published);
+    if disposition == Disposition::Ack {
+        // The inputs were only needed for this job (URLs were never stored).
+        for key in inputs.iter().filter(|k| !is_url(k)) {
+            let _ = worker.backends.blob.delete(key).await;
         }
     }
+    disposition
 }
 
 /// An edit input given as a URL (through chat) rather than a stored upload.

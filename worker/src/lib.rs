@@ -36,6 +36,24 @@ pub enum Disposition {
     DeadLetter,
 }
 
+impl Disposition {
+    /// The disposition of a handler whose outcome went out on the bus, or could not: then
+    /// the caller cannot hear it, so the job is handed back to be retried (or
+    /// dead-lettered) rather than acknowledged in silence.
+    pub fn after_publishing(
+        job_id: uuid::Uuid,
+        published: Result<(), shared::bus::BusError>,
+    ) -> Disposition {
+        match published {
+            Ok(()) => Disposition::Ack,
+            Err(e) => {
+                tracing::error!(%job_id, error = %e, "could not publish job events");
+                Disposition::Retry
+            }
+        }
+    }
+}
+
 pub struct Worker {
     pub config: Arc<Config>,
     pub backends: Backends,

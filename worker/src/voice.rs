@@ -25,13 +25,8 @@ pub async fn run(
     attempt: u32,
 ) -> Disposition {
     let mut publisher = EventPublisher::new(worker.backends.bus.clone(), envelope.id, attempt);
-    match answer(worker, envelope, job, &mut publisher).await {
-        Ok(()) => Disposition::Ack,
-        Err(e) => {
-            tracing::error!(job_id = %envelope.id, error = %e, "could not publish job events");
-            Disposition::Retry
-        }
-    }
+    let published = answer(worker, envelope, job, &mut publisher).await;
+    Disposition::after_publishing(envelope.id, published)
 }
 
 async fn answer(
