@@ -302,6 +302,7 @@ async fn pump_events(
     if resume_after.is_none() && tx.send(data(&writer.role())).await.is_err() {
         return;
     }
+    let ids = resume::StreamIds::new(&owner, first.job_id);
     let mut next = Some(Ok(first));
     while let Some(item) = next {
         let mut out: Vec<Value> = Vec::new();
@@ -309,7 +310,7 @@ async fn pump_events(
         let mut event_id = None;
         let mut replayed = false;
         if let Ok(ev) = &item {
-            event_id = Some(resume::event_id(&owner, ev.job_id, ev.attempt, ev.seq));
+            event_id = Some(ids.event(ev.attempt, ev.seq));
             replayed = resume_after.is_some_and(|after| (ev.attempt, ev.seq) <= after);
         }
         match item {

@@ -66,9 +66,31 @@ impl Owner {
     }
 }
 
+/// The SSE ids of one job's stream for one owner. The digest behind the tag is taken once
+/// per stream, not once per event.
+pub struct StreamIds {
+    job: String,
+    tag: String,
+}
+
+impl StreamIds {
+    pub fn new(owner: &Owner, job_id: Uuid) -> StreamIds {
+        StreamIds {
+            job: job_id.simple().to_string(),
+            tag: owner.tag(job_id),
+        }
+    }
+
+    /// The SSE id of the event `(attempt, seq)`.
+    pub fn event(&self, attempt: u32, seq: u64) -> String {
+        format!("{}-{attempt}-{seq}-{}", self.job, self.tag)
+    }
+}
+
 /// The SSE id of the event `(attempt, seq)` of `job_id`, for `owner`.
-pub fn event_id(owner: &Owner, job_id: Uuid, attempt: u32, seq: u64) -> String {
-    format!("{}-{attempt}-{seq}-{}", job_id.simple(), owner.tag(job_id))
+#[cfg(test)]
+fn event_id(owner: &Owner, job_id: Uuid, attempt: u32, seq: u64) -> String {
+    StreamIds::new(owner, job_id).event(attempt, seq)
 }
 
 /// Parses an SSE id made by [`event_id`] (without checking whose it is).
